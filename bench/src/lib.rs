@@ -1,0 +1,1 @@
+//! flowpath benchmarks and traffic generator.

@@ -1,0 +1,1 @@
+//! flowpath control plane.

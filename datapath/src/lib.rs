@@ -1,0 +1,9 @@
+//! flowpath's datapath: packet views, the flow key, and the OpenFlow table
+//! pipeline with its interpreter.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod drop;
+pub mod key;
+pub mod pipeline;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Zero-copy packet views (placeholder until the wire layer lands).

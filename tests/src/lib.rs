@@ -1,0 +1,1 @@
+//! flowpath integration test support.
