@@ -205,12 +205,6 @@ pub enum Action {
     },
     /// `note:hex...`: no effect.
     Note(Vec<u8>),
-    /// `strip_vlan` / `pop_vlan`.
-    PopVlan,
-    /// `push_vlan:ethertype`.
-    PushVlan(u16),
-    /// `mod_vlan_vid:VID`.
-    ModVlanVid(u16),
     /// `drop` written explicitly (only alone; an empty list also drops).
     Drop,
 }
