@@ -1,1 +1,6 @@
-//! flowpath control plane.
+//! flowpath control plane: the `flowpath` command's subcommands as a library
+//! (so tests drive exactly what users run).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod replay;
