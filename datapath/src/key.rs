@@ -198,7 +198,7 @@ slots! {
 pub const fn reg_slot(n: usize) -> Slot {
     Slot {
         word: 7 + (n / 2) as u8,
-        shift: if n % 2 == 0 { 32 } else { 0 },
+        shift: if n & 1 == 0 { 32 } else { 0 },
         bits: 32,
     }
 }

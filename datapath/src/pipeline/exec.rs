@@ -1,0 +1,215 @@
+//! Execution: apply a pass's datapath actions to the packet bytes, run
+//! conntrack, and start a new pass for each recirculation — the part of OVS
+//! that lives in `lib/dpif-netdev.c` / `lib/odp-execute.c`.
+//!
+//! A recirculation is executed at once, depth first: the forked copy's
+//! outputs come before those of the actions that follow the `ct()` in the
+//! original pass, as in dpif-netdev. The original continues with the bytes
+//! conntrack produced (NAT included) and with the packet's conntrack metadata,
+//! while its translation already treated it as untracked.
+
+use conntrack::{PktCtMeta, Shard, cs};
+
+use super::Pipeline;
+use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
+use crate::drop::{DropCounters, DropReason};
+use crate::extract::{self, Layout};
+use crate::key::{self, FlowKey, slot};
+
+/// dpif-netdev's recirculation depth limit (`MAX_RECIRC_DEPTH`).
+pub const MAX_RECIRC_DEPTH: u32 = 6;
+
+/// Per-core execution counters.
+#[derive(Debug, Clone, Default)]
+pub struct ExecStats {
+    /// Packets received.
+    pub rx: u64,
+    /// Packets transmitted (each output copy counts).
+    pub tx: u64,
+    /// Passes translated (first passes plus recirculations).
+    pub passes: u64,
+    /// Recirculations.
+    pub recircs: u64,
+    /// Controller punts.
+    pub punts: u64,
+    /// Drops and skipped outputs by reason.
+    pub drops: DropCounters,
+}
+
+/// One translated pass, kept for `trace`.
+#[derive(Debug, Clone)]
+pub struct TracePass {
+    /// Table the pass started in.
+    pub table: u8,
+    /// The flow key at the start of the pass.
+    pub key: FlowKey,
+    /// Translation events.
+    pub events: Vec<TraceEvent>,
+    /// The translation result.
+    pub xlation: Xlation,
+    /// Conntrack results of this pass's `ct()` actions, in order.
+    pub ct_results: Vec<PktCtMeta>,
+}
+
+/// Where outputs go.
+pub trait Sink {
+    /// Transmit `pkt` on OpenFlow port `port`.
+    fn output(&mut self, port: u32, pkt: &[u8]);
+}
+
+impl<F: FnMut(u32, &[u8])> Sink for F {
+    fn output(&mut self, port: u32, pkt: &[u8]) {
+        self(port, pkt)
+    }
+}
+
+/// Everything a packet needs to run through the pipeline on one core.
+pub struct Engine<'a, P: PortSet + ?Sized> {
+    /// The pipeline.
+    pub pipeline: &'a Pipeline,
+    /// Existing ports.
+    pub ports: &'a P,
+    /// This core's conntrack shard.
+    pub ct: &'a mut Shard,
+    /// Conntrack clock, milliseconds.
+    pub now_ms: u64,
+    /// Counters.
+    pub stats: &'a mut ExecStats,
+}
+
+impl<P: PortSet + ?Sized> Engine<'_, P> {
+    /// Run a packet received on `in_port` through the pipeline, sending
+    /// outputs to `sink`. With `trace`, every pass is recorded.
+    pub fn process(
+        &mut self,
+        pkt: &mut Vec<u8>,
+        in_port: u32,
+        sink: &mut dyn Sink,
+        mut trace: Option<&mut Vec<TracePass>>,
+    ) {
+        self.stats.rx += 1;
+        let mut key = FlowKey::ZERO;
+        let layout = match extract::extract(pkt, in_port, &mut key) {
+            Ok(l) => l,
+            Err(r) => {
+                self.stats.drops.bump(r);
+                return;
+            }
+        };
+        let mut md = PktCtMeta::default();
+        let (tx0, punts0) = (self.stats.tx, self.stats.punts);
+        self.pass(pkt, &layout, key, 0, &mut md, 0, sink, &mut trace);
+        if self.stats.tx == tx0 && self.stats.punts == punts0 {
+            self.stats.drops.bump(DropReason::NoOutput);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        &mut self,
+        pkt: &mut Vec<u8>,
+        layout: &Layout,
+        key: FlowKey,
+        table: u8,
+        md: &mut PktCtMeta,
+        recirc_depth: u32,
+        sink: &mut dyn Sink,
+        trace: &mut Option<&mut Vec<TracePass>>,
+    ) {
+        self.stats.passes += 1;
+        let mut events = Vec::new();
+        let xl = xlate(self.pipeline, self.ports, &key, table, trace.as_ref().map(|_| &mut events));
+        for n in &xl.notes {
+            self.stats.drops.bump(*n);
+        }
+        let slot_idx = trace.as_deref_mut().map(|t| {
+            t.push(TracePass { table, key, events, xlation: xl.clone(), ct_results: Vec::new() });
+            t.len() - 1
+        });
+        if let Some(e) = xl.error {
+            self.stats.drops.bump(e);
+            return;
+        }
+        for a in &xl.actions {
+            match a {
+                DpAction::Set { from, to } => extract::commit(pkt, layout, from, to),
+                DpAction::Output(port) => {
+                    self.stats.tx += 1;
+                    sink.output(*port, pkt);
+                }
+                DpAction::Punt => {
+                    self.stats.punts += 1;
+                    self.stats.drops.bump(DropReason::ControllerPunt);
+                }
+                DpAction::CtClear => *md = PktCtMeta::default(),
+                DpAction::Ct { call, recirc } => {
+                    if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
+                        let cp = extract::ct_packet(pkt, layout);
+                        let res = self.ct.execute(&cp, md, call, self.now_ms);
+                        if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
+                            self.stats.drops.bump(DropReason::CtNatExhausted);
+                            return;
+                        }
+                        if let Some(rw) = &res.rewrite {
+                            extract::apply_rewrite(pkt, layout, rw);
+                        }
+                    } else {
+                        // Not IPv4: conntrack cannot track it.
+                        if md.zone != call.zone {
+                            *md = PktCtMeta::default();
+                        }
+                        md.zone = call.zone;
+                        md.state = cs::TRK | cs::INV;
+                    }
+                    if let (Some(t), Some(i)) = (trace.as_deref_mut(), slot_idx) {
+                        t[i].ct_results.push(*md);
+                    }
+                    if let Some(r) = recirc {
+                        if recirc_depth >= MAX_RECIRC_DEPTH {
+                            self.stats.drops.bump(DropReason::RecircDepth);
+                            continue;
+                        }
+                        self.stats.recircs += 1;
+                        let mut clone = pkt.clone();
+                        let mut k2 = FlowKey::ZERO;
+                        let in_port = r.frozen.get(slot::IN_PORT) as u32;
+                        let Ok(l2) = extract::extract(&clone, in_port, &mut k2) else {
+                            continue;
+                        };
+                        restore_metadata(&mut k2, &r.frozen, r.table, md);
+                        let mut md2 = *md;
+                        self.pass(&mut clone, &l2, k2, r.table, &mut md2, recirc_depth + 1, sink, trace);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Build a recirculated pass's key: headers from the packet, metadata
+/// (registers, pkt_mark, OpenFlow metadata) frozen at the `ct()`, conntrack
+/// fields from the packet's conntrack metadata.
+fn restore_metadata(k: &mut FlowKey, frozen: &FlowKey, table: u8, md: &PktCtMeta) {
+    for w in 7..=14 {
+        k.w[w] = frozen.w[w];
+    }
+    k.set(slot::PKT_MARK, frozen.get(slot::PKT_MARK));
+    k.set(slot::METADATA, frozen.get(slot::METADATA));
+    k.set(slot::RECIRC_ID, 1 + table as u64);
+    set_ct_fields(k, md);
+}
+
+/// Copy the packet's conntrack metadata into the key's ct fields.
+pub fn set_ct_fields(k: &mut FlowKey, md: &PktCtMeta) {
+    k.set(slot::CT_STATE, md.state as u64);
+    k.set(slot::CT_ZONE, md.zone as u64);
+    k.set(slot::CT_MARK, md.mark as u64);
+    k.set_ct_label(md.label);
+    if let Some(t) = md.orig {
+        k.set(slot::CT_NW_SRC, t.src as u64);
+        k.set(slot::CT_NW_DST, t.dst as u64);
+        k.set(slot::CT_NW_PROTO, t.proto as u64);
+        k.set(slot::CT_TP_SRC, t.sport as u64);
+        k.set(slot::CT_TP_DST, t.dport as u64);
+    }
+}

@@ -1,0 +1,313 @@
+//! Offline replay: a STEPS file of packets and directives run through a
+//! pipeline on one in-memory core with an injected conntrack clock.
+//!
+//! STEPS, one per line: `PORT HEX` (port by name, number or `LOCAL`; the hex
+//! may contain spaces or colons), `@warp MS` (advance the conntrack clock),
+//! `@flush-ct`, `@ct [ZONE]` (record a conntrack dump); blank lines and `#`
+//! comments are skipped.
+
+use std::fmt;
+
+use conntrack::Shard;
+
+use crate::key::OFPP_LOCAL;
+use crate::pipeline::Pipeline;
+use crate::pipeline::exec::{Engine, ExecStats, TracePass};
+
+/// Port names and numbers of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct PortMap {
+    /// `(name, ofport)` in the order given.
+    pub ports: Vec<(String, u32)>,
+}
+
+impl PortMap {
+    /// Parse `NAME=OFPORT,...` (OFPORT a number or `LOCAL`).
+    pub fn parse(s: &str) -> Result<PortMap, String> {
+        let mut ports = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, num) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--ports: `{item}`: expected NAME=OFPORT"))?;
+            let num = parse_port_number(num.trim())
+                .ok_or_else(|| format!("--ports: `{item}`: `{num}` is not a port number or LOCAL"))?;
+            let name = name.trim();
+            if name.is_empty() || ports.iter().any(|(n, p): &(String, u32)| n == name || *p == num) {
+                return Err(format!("--ports: `{item}`: empty or duplicate port name or number"));
+            }
+            ports.push((name.to_string(), num));
+        }
+        Ok(PortMap { ports })
+    }
+
+    /// Resolve a port written in a step: a name, a number, or `LOCAL`.
+    pub fn resolve(&self, s: &str) -> Option<u32> {
+        if let Some((_, n)) = self.ports.iter().find(|(name, _)| name == s) {
+            return Some(*n);
+        }
+        parse_port_number(s)
+    }
+
+    /// The name to print for `port`.
+    pub fn name(&self, port: u32) -> String {
+        match self.ports.iter().find(|(_, n)| *n == port) {
+            Some((name, _)) => name.clone(),
+            None if port == OFPP_LOCAL => "LOCAL".into(),
+            None => port.to_string(),
+        }
+    }
+
+    /// Port numbers that exist: the mapped ones plus `LOCAL`.
+    pub fn numbers(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.ports.iter().map(|(_, n)| *n).collect();
+        if !v.contains(&OFPP_LOCAL) {
+            v.push(OFPP_LOCAL);
+        }
+        v
+    }
+}
+
+fn parse_port_number(s: &str) -> Option<u32> {
+    if s.eq_ignore_ascii_case("LOCAL") {
+        return Some(OFPP_LOCAL);
+    }
+    s.parse::<u32>().ok().filter(|n| *n > 0 && *n < 0xff00)
+}
+
+/// One step of a STEPS file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Receive `bytes` on `port` (as written).
+    Packet {
+        /// Port as written.
+        port: String,
+        /// Frame bytes.
+        bytes: Vec<u8>,
+    },
+    /// Advance the conntrack clock by this many milliseconds.
+    Warp(u64),
+    /// Flush all conntrack entries.
+    FlushCt,
+    /// Record a conntrack dump, optionally of one zone.
+    Ct(Option<u16>),
+}
+
+/// A STEPS syntax error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// File name.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.msg)
+    }
+}
+
+impl std::error::Error for StepError {}
+
+/// Parse a STEPS file. Ports are resolved against `ports` so that an unknown
+/// port is reported with its line.
+pub fn parse_steps(file: &str, text: &str, ports: &PortMap) -> Result<Vec<Step>, StepError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let err = |msg: String| StepError { file: file.to_string(), line: i + 1, msg };
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('@') {
+            let mut it = rest.split_whitespace();
+            let cmd = it.next().unwrap_or("");
+            let args: Vec<&str> = it.collect();
+            let step = match (cmd, args.as_slice()) {
+                ("warp", [ms]) => {
+                    Step::Warp(ms.parse().map_err(|_| err(format!("@warp: `{ms}` is not a number of milliseconds")))?)
+                }
+                ("flush-ct", []) => Step::FlushCt,
+                ("ct", []) => Step::Ct(None),
+                ("ct", [z]) => {
+                    let z = z.strip_prefix("zone=").unwrap_or(z);
+                    Step::Ct(Some(z.parse().map_err(|_| err(format!("@ct: `{z}` is not a zone (0-65535)")))?))
+                }
+                _ => return Err(err(format!("unknown directive `@{rest}` (expected @warp MS, @flush-ct or @ct [ZONE])"))),
+            };
+            out.push(step);
+            continue;
+        }
+        let (port, hex) = line.split_once(char::is_whitespace).ok_or_else(|| err("expected `PORT HEX`".into()))?;
+        if ports.resolve(port).is_none() {
+            return Err(err(format!("unknown port `{port}` (known: {})", known(ports))));
+        }
+        let bytes = parse_hex(hex).map_err(|m| err(format!("packet hex: {m}")))?;
+        if bytes.is_empty() {
+            return Err(err("empty packet".into()));
+        }
+        out.push(Step::Packet { port: port.to_string(), bytes });
+    }
+    Ok(out)
+}
+
+fn known(ports: &PortMap) -> String {
+    let mut v: Vec<String> = ports.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+    v.push("LOCAL".into());
+    v.join(", ")
+}
+
+/// Parse hex digits, ignoring spaces, tabs and colons.
+pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b'\t' | b':')).collect();
+    if digits.len() % 2 != 0 {
+        return Err("odd number of hex digits".into());
+    }
+    digits
+        .chunks(2)
+        .map(|c| {
+            let h = std::str::from_utf8(c).map_err(|_| "not hex".to_string())?;
+            u8::from_str_radix(h, 16).map_err(|_| format!("`{h}` is not a hex byte"))
+        })
+        .collect()
+}
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    /// A packet's outputs in emission order.
+    Packet {
+        /// Step index.
+        index: usize,
+        /// In-port name.
+        in_port: String,
+        /// `(port name, bytes)` in emission order.
+        outputs: Vec<(String, Vec<u8>)>,
+    },
+    /// A directive; `entries` holds the dump lines of `@ct`.
+    Cmd {
+        /// Step index.
+        index: usize,
+        /// `warp`, `ct` or `flush-ct`.
+        cmd: &'static str,
+        /// Arguments as strings.
+        args: Vec<String>,
+        /// Conntrack dump lines (for `ct`).
+        entries: Vec<String>,
+    },
+}
+
+/// Conntrack clock at the start of a replay (ms). Non-zero so that nothing
+/// looks expired at time zero.
+pub const REPLAY_EPOCH_MS: u64 = 1_000_000;
+
+/// A replay session: pipeline, ports, one conntrack shard and a clock.
+pub struct Replayer<'a> {
+    /// The pipeline.
+    pub pipeline: &'a Pipeline,
+    /// Port names.
+    pub ports: &'a PortMap,
+    numbers: Vec<u32>,
+    /// Conntrack.
+    pub ct: Shard,
+    /// Clock.
+    pub now_ms: u64,
+    /// Counters.
+    pub stats: ExecStats,
+}
+
+impl<'a> Replayer<'a> {
+    /// A fresh session with an empty conntrack table.
+    pub fn new(pipeline: &'a Pipeline, ports: &'a PortMap) -> Self {
+        Replayer { pipeline, ports, numbers: ports.numbers(), ct: Shard::default(), now_ms: REPLAY_EPOCH_MS, stats: ExecStats::default() }
+    }
+
+    /// Run one step (`index` is echoed into the result).
+    pub fn step(&mut self, index: usize, step: &Step, trace: Option<&mut Vec<TracePass>>) -> StepResult {
+        match step {
+            Step::Packet { port, bytes } => {
+                let in_port = self.ports.resolve(port).unwrap_or(0);
+                let mut outputs = Vec::new();
+                let mut pkt = bytes.clone();
+                let mut sink = |p: u32, b: &[u8]| outputs.push((p, b.to_vec()));
+                let mut eng = Engine {
+                    pipeline: self.pipeline,
+                    ports: &self.numbers[..],
+                    ct: &mut self.ct,
+                    now_ms: self.now_ms,
+                    stats: &mut self.stats,
+                };
+                eng.process(&mut pkt, in_port, &mut sink, trace);
+                StepResult::Packet {
+                    index,
+                    in_port: self.ports.name(in_port),
+                    outputs: outputs.into_iter().map(|(p, b)| (self.ports.name(p), b)).collect(),
+                }
+            }
+            Step::Warp(ms) => {
+                self.now_ms += ms;
+                StepResult::Cmd { index, cmd: "warp", args: vec![ms.to_string()], entries: vec![] }
+            }
+            Step::FlushCt => {
+                self.ct.flush(None, None);
+                StepResult::Cmd { index, cmd: "flush-ct", args: vec![], entries: vec![] }
+            }
+            Step::Ct(zone) => {
+                let mut entries: Vec<String> =
+                    self.ct.dump(*zone, self.now_ms).iter().map(|e| e.to_string()).collect();
+                entries.sort();
+                StepResult::Cmd {
+                    index,
+                    cmd: "ct",
+                    args: zone.iter().map(|z| z.to_string()).collect(),
+                    entries,
+                }
+            }
+        }
+    }
+
+    /// Run every step.
+    pub fn run(&mut self, steps: &[Step]) -> Vec<StepResult> {
+        steps.iter().enumerate().map(|(i, s)| self.step(i, s, None)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_steps_parse() {
+        let ports = PortMap::parse("uplink=1, gw0=2,pod=LOCAL").unwrap();
+        assert_eq!(ports.resolve("gw0"), Some(2));
+        assert_eq!(ports.resolve("LOCAL"), Some(OFPP_LOCAL));
+        assert_eq!(ports.name(OFPP_LOCAL), "pod");
+        assert!(PortMap::parse("a=1,b=1").is_err());
+        assert!(PortMap::parse("a").is_err());
+        let steps = parse_steps(
+            "s",
+            "# comment\n\nuplink 00:11 22 33\n@warp 61000\n@ct\n@ct 52100\n@flush-ct\n2 aabb\n",
+            &ports,
+        )
+        .unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::Packet { port: "uplink".into(), bytes: vec![0, 0x11, 0x22, 0x33] },
+                Step::Warp(61000),
+                Step::Ct(None),
+                Step::Ct(Some(52100)),
+                Step::FlushCt,
+                Step::Packet { port: "2".into(), bytes: vec![0xaa, 0xbb] },
+            ]
+        );
+        let e = parse_steps("s.txt", "uplink 00\nnope 00\n", &ports).unwrap_err();
+        assert_eq!((e.line, e.file.as_str()), (2, "s.txt"));
+        assert!(e.to_string().contains("unknown port `nope`"));
+        assert!(parse_steps("s", "uplink 0", &ports).unwrap_err().msg.contains("odd"));
+        assert!(parse_steps("s", "@warp x", &ports).is_err());
+        assert!(parse_steps("s", "@bogus", &ports).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: set up a fresh machine, then run every check CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace 2>&1 | tee /tmp/flowpath-test.log
