@@ -1,5 +1,67 @@
 //! The OpenFlow pipeline: field registry, IR, `ovs-ofctl` text parser and
-//! printer, classifier and interpreter.
+//! printer, classifier, translation and execution.
+//!
+//! A packet's walk: [`crate::extract`] fills a [`crate::key::FlowKey`];
+//! [`xlate::xlate`] looks it up table by table ([`classifier`]) and turns the
+//! matching flows' actions into datapath actions plus a wildcard mask;
+//! [`exec`] applies those to the packet bytes, runs conntrack for `ct()` and
+//! starts a new pass for each recirculation.
 
+pub mod classifier;
+// pub mod exec; (registered once crate::extract lands)
 pub mod fields;
 pub mod ir;
+pub mod xlate;
+
+use hashbrown::HashMap;
+
+use classifier::Table;
+use ir::{Flow, Group};
+
+/// An immutable, ready-to-run pipeline: flows indexed into per-table
+/// classifiers, and groups by id. Rule changes build a new `Pipeline` and
+/// swap it in whole.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// The flows, after duplicates (same table, priority and match) were
+    /// replaced by the later one, as `ovs-ofctl add-flows` does.
+    pub flows: Vec<Flow>,
+    /// Classifier per table id (index = table id; 256 entries).
+    pub tables: Vec<Table>,
+    /// Groups by id.
+    pub groups: HashMap<u32, Group>,
+}
+
+impl Pipeline {
+    /// Build a pipeline from flows and groups (later duplicates replace
+    /// earlier ones, for flows and for groups).
+    pub fn new(flows: Vec<Flow>, groups: Vec<Group>) -> Pipeline {
+        let mut pos: HashMap<(u8, u16, ir::Match), usize> = HashMap::new();
+        let mut kept: Vec<Option<Flow>> = Vec::with_capacity(flows.len());
+        for f in flows {
+            let k = (f.table, f.priority, f.matches);
+            if let Some(old) = pos.insert(k, kept.len()) {
+                kept[old] = None;
+            }
+            kept.push(Some(f));
+        }
+        let flows: Vec<Flow> = kept.into_iter().flatten().collect();
+        let tables = (0..=255u8)
+            .map(|t| {
+                Table::build(
+                    flows
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| f.table == t)
+                        .map(|(i, f)| (i as u32, f)),
+                )
+            })
+            .collect();
+        let groups = groups.into_iter().map(|g| (g.id, g)).collect();
+        Pipeline {
+            flows,
+            tables,
+            groups,
+        }
+    }
+}
