@@ -391,6 +391,40 @@ fn icmp_ab() -> Vec<u8> {
     pkt::icmp_echo(a_mac(), b_mac(), ip("10.0.0.1"), ip("10.0.0.2"), 8, 7, 1)
 }
 
+/// Fact 8 (found while building the NodePort scenario): the userspace
+/// datapath allows at most 6 nested recirculations (dpif-netdev.c
+/// MAX_RECIRC_DEPTH 6). A 7th `ct(table=..)` drops that packet in the
+/// datapath and logs "Packet dropped. Max recirculation depth exceeded.";
+/// unlike a translation error, outputs already executed before the failing
+/// recirculation are still sent.
+#[test]
+fn fact8_recirculation_depth_is_6() {
+    need_ovs!("fact8");
+    for n in [6u32, 7] {
+        let mut flows = String::new();
+        for t in 0..n {
+            flows += &format!("table={t},ip,actions=output:2,ct(table={},zone=1)\n", t + 1);
+        }
+        flows += &format!("table={n},ip,actions=output:3\n");
+        let mut sw = lab(&flows);
+        let out = send(&mut sw, "p1", &udp_ab(9));
+        let n2 = out.iter().filter(|(p, _)| p == "p2").count();
+        let n3 = out.iter().filter(|(p, _)| p == "p3").count();
+        if n == 6 {
+            assert_eq!((n2, n3), (6, 1), "6 recirculations work");
+            check_log(&mut sw, &[]);
+        } else {
+            assert_eq!((n2, n3), (7, 0), "the 7th recirculation drops");
+            let log = sw.new_log_problems().unwrap();
+            assert!(
+                log.iter()
+                    .any(|l| l.contains("Max recirculation depth exceeded")),
+                "{log:?}"
+            );
+        }
+    }
+}
+
 /// Fact 7: frames are not padded: a 42-byte ARP goes out as 42 bytes.
 #[test]
 fn fact7_frames_not_padded() {
