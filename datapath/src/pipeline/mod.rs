@@ -10,7 +10,9 @@
 pub mod classifier;
 // pub mod exec; (registered once crate::extract lands)
 pub mod fields;
+pub mod format;
 pub mod ir;
+pub mod parse;
 pub mod xlate;
 
 use hashbrown::HashMap;
