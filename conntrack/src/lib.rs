@@ -1,32 +1,82 @@
 //! Per-core connection tracking and NAT with OVS userspace semantics.
 //!
-//! (Skeleton: the crate docs walk one packet through a shard once the
-//! implementation lands.)
+//! # One packet through a shard
+//! The datapath meets `ct(zone=Z, commit, nat(...), exec(...))`, parses the
+//! packet into a [`CtPacket`] and calls [`Shard::execute`] with the packet's
+//! [`PktCtMeta`] (which travels with it across recirculations, like OVS's
+//! `pkt->md`). `execute` follows OVS 3.1 `conntrack_execute`/`process_one`:
+//!
+//! 1. **Reclaim**: up to `reap_per_call` (4) expired connections are freed
+//!    from the heads of the expiry lists ([`table`](crate::table)), so
+//!    expiry costs O(1) amortised per call and never scans the table.
+//! 2. **Cached connection**: if an earlier `ct()` of this packet in the same
+//!    zone left `md.conn` (a generation-checked [`ConnRef`]; OVS caches it
+//!    only when that `ct()` had no `nat`), the packet takes OVS's
+//!    `process_one_fast`: NAT if asked, mark/label, nothing else.
+//! 3. **Key**: checksum failures and fragments are `+inv`; otherwise the
+//!    zone-qualified key ([`key`](crate::key)) is the 5-tuple, with the ICMP
+//!    id and type for queries, and the quoted packet's tuple reversed for
+//!    ICMP errors.
+//! 4. **Lookup**: `ct_state` is cleared when the packet enters a new zone;
+//!    a packet already NATed in this zone is looked up by the reverse of its
+//!    translated tuple; the open-addressing index holds both directions of
+//!    every connection (the reply key is the translated one after NAT), so
+//!    one probe sequence answers "which connection, which direction".
+//! 5. **State**: TCP runs pf's window tracking ([`proto::tcp`]), ICMP and
+//!    other protocols their small state machines; the result sets
+//!    `+est`/`+new`/`+inv`/`+rpl`/`+rel` and moves the connection to the
+//!    expiry list of its new timeout class.
+//! 6. **New**: a packet that may start a connection is `+new`; with
+//!    `commit` (and room under the table and zone limits) a slot is taken
+//!    from the preallocated array, NAT picks a unique reply tuple
+//!    ([`nat`](crate::nat)), both keys are indexed.
+//! 7. **NAT** of an existing connection is applied at most once per zone;
+//!    the [`Rewrite`] tells the datapath the new outer (and for ICMP
+//!    errors, inner) tuple.
+//! 8. **Metadata**: `+trk`, zone, mark, label, original tuple; `exec`
+//!    mark/label are applied on commit.
+//!
+//! # Cross-core
+//! One [`Shard`] per worker, owned (`&mut`), no locks, no shared written
+//! lines on the established path. Requests and replies of one connection
+//! may arrive on different workers (different RSS queues, NAT-changed
+//! tuples). [`cross::Directory`] is a read-mostly ownership directory: one
+//! partition of `AtomicU64` fingerprints per worker, written only by its
+//! worker, only on connection create/delete, holding both tuples of every
+//! connection it owns. A worker receiving a packet asks
+//! [`cross::Directory::owner_of`] and, if another worker owns it, hands the
+//! *packet* over a [`cross::HandoffRing`] (bounded, lock-free SPSC); unknown
+//! packets are new and stay local. Port slices (VPP nat44-ed) were rejected
+//! because they cannot route DNAT-only replies and would change OVS's
+//! source-port choices; see [`cross`] for the argument. The single-shard
+//! API ([`Shard::execute`]) is what replay and differential tests use.
+//!
+//! # Memory
+//! A connection costs one 112-byte slot (both keys, TCP windows, NAT kind,
+//! timers, mark, label) plus four 8-byte index cells (two keys at load
+//! factor 1/2): 144 bytes, within the 256-byte budget.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
 pub use api::*;
 
-/// One core's conntrack table. Placeholder until the implementation lands.
-#[derive(Debug, Default)]
-pub struct Shard {}
+pub mod config;
+pub mod cross;
+pub mod dump;
+mod key;
+mod nat;
+pub mod proto;
+mod shard;
+pub mod stats;
+mod table;
 
-impl Shard {
-    /// Run one `ct()` action for `pkt`, updating `md` as OVS updates the
-    /// packet's metadata. `now_ms` is the conntrack clock.
-    pub fn execute(
-        &mut self,
-        pkt: &CtPacket,
-        md: &mut PktCtMeta,
-        call: &CtCall,
-        now_ms: u64,
-    ) -> CtResult {
-        let _ = (pkt, call, now_ms);
-        md.state = cs::TRK | cs::INV;
-        CtResult {
-            rewrite: None,
-            drop: None,
-        }
-    }
-}
+pub use config::{CtConfig, Timeouts};
+pub use cross::{Directory, HandoffMesh, HandoffRing, owner_tuple};
+pub use dump::ConnDump;
+pub use proto::tcp::TcpState;
+pub use shard::{INDEX_BYTES_PER_CONN, Shard};
+pub use stats::{CtCounters, InvalidReason};
+
+#[cfg(test)]
+mod tests;
