@@ -7,7 +7,7 @@
 //! `parse(format(f)) == normalize(f)`:
 //! - `set_field` on a field with an OpenFlow 1.0 action becomes that action
 //!   (`eth_src` -> `mod_dl_src`, `ip_dst` -> `mod_nw_dst`, `nw_tos`/`ip_dscp`
-//!   -> `mod_nw_tos`, `tcp_dst` -> `mod_tp_dst`, `nw_ecn` -> `mod_nw_ecn`);
+//!   -> `mod_nw_tos`, `tcp_dst` -> `mod_tp_dst`);
 //!   any other `set_field`, and `mod_nw_ttl`, become `load`s, one per
 //!   contiguous run of mask bits, at most 64 bits each
 //!   (`set_field:0x5/0x5->reg4` -> `load:0x1->NXM_NX_REG4[0],load:0x1->NXM_NX_REG4[2]`);
@@ -302,8 +302,10 @@ pub fn format_match(m: &Match) -> String {
         _ => {}
     }
     if is_ip && np == key::ip_proto::ICMP as u64 {
-        put_dec16(&mut s, "icmp_type", get(slot::TP_SRC), 0xffff);
-        put_dec16(&mut s, "icmp_code", get(slot::TP_DST), 0xffff);
+        // icmp_type/icmp_code are 8-bit fields in the low byte of tp_src/tp_dst.
+        let full8 = |(v, m): (u64, u64)| (v, if m == 0xff { 0xffff } else { m });
+        put_dec16(&mut s, "icmp_type", full8(get(slot::TP_SRC)), 0xffff);
+        put_dec16(&mut s, "icmp_code", full8(get(slot::TP_DST)), 0xffff);
     } else {
         put_dec16(&mut s, "tp_src", get(slot::TP_SRC), 0xffff);
         put_dec16(&mut s, "tp_dst", get(slot::TP_DST), 0xffff);
@@ -655,7 +657,6 @@ pub fn normalize_actions(actions: &[Action]) -> Vec<Action> {
                     FieldId::TcpDst | FieldId::UdpDst | FieldId::TpDst if full => {
                         out.push(Action::ModTpDst(*value as u16))
                     }
-                    FieldId::NwEcn if full => out.push(a.clone()),
                     _ => load_segments(*field, *value, *mask, &mut out),
                 }
             }
@@ -728,9 +729,85 @@ pub fn sort_for_dump(flows: &mut [Flow]) {
     });
 }
 
+/// OVS's internal (`meta-flow`) name of a field, as `dump-groups` prints
+/// it in `fields(...)` and OpenFlow 1.5 `set_field` actions.
+pub fn mf_name(id: FieldId) -> &'static str {
+    match id {
+        FieldId::DlSrc => "eth_src",
+        FieldId::DlDst => "eth_dst",
+        FieldId::DlType => "eth_type",
+        FieldId::NwSrc => "ip_src",
+        FieldId::NwDst => "ip_dst",
+        FieldId::TpSrc => "tcp_src",
+        FieldId::TpDst => "tcp_dst",
+        _ => fields::get(id).name,
+    }
+}
+
+/// Rank of a field in OVS's `enum mf_field_id`, which orders
+/// `fields(...)` in `dump-groups`.
+fn mf_rank(id: FieldId) -> u32 {
+    use FieldId as F;
+    match id {
+        F::ConjId => 0,
+        F::Metadata => 1,
+        F::InPort => 2,
+        F::PktMark => 3,
+        F::CtState => 4,
+        F::CtZone => 5,
+        F::CtMark => 6,
+        F::CtLabel => 7,
+        F::CtNwProto => 8,
+        F::CtNwSrc => 9,
+        F::CtNwDst => 10,
+        F::CtTpSrc => 11,
+        F::CtTpDst => 12,
+        F::Reg(n) => 20 + n as u32,
+        F::XReg(n) => 40 + n as u32,
+        F::DlSrc => 60,
+        F::DlDst => 61,
+        F::DlType => 62,
+        F::VlanTci => 63,
+        F::NwSrc => 70,
+        F::NwDst => 71,
+        F::NwProto => 72,
+        F::NwTos => 73,
+        F::IpDscp => 74,
+        F::NwEcn => 75,
+        F::NwTtl => 76,
+        F::NwFrag => 77,
+        F::ArpOp => 80,
+        F::ArpSpa => 81,
+        F::ArpTpa => 82,
+        F::ArpSha => 83,
+        F::ArpTha => 84,
+        F::TcpSrc | F::TpSrc => 90,
+        F::TcpDst | F::TpDst => 91,
+        F::TcpFlags => 92,
+        F::UdpSrc => 93,
+        F::UdpDst => 94,
+        F::IcmpType => 95,
+        F::IcmpCode => 96,
+    }
+}
+
+/// The group as the switch gives it back: buckets' actions normalised,
+/// `fields(...)` in OVS order, bucket ids assigned 0, 1, ... where missing.
+pub fn normalize_group(g: &Group) -> Group {
+    let mut g = g.clone();
+    g.fields.sort_by_key(|(id, _)| mf_rank(*id));
+    for (i, b) in g.buckets.iter_mut().enumerate() {
+        b.id.get_or_insert(i as u32);
+        b.actions = normalize_actions(&b.actions);
+    }
+    g
+}
+
 /// Print a group like `ovs-ofctl -O OpenFlow15 dump-groups` (without the
-/// leading space).
+/// leading space). Bucket actions print in their OpenFlow 1.5 form: every
+/// `load`, `set_field` and `mod_*` becomes `set_field`.
 pub fn format_group(g: &Group) -> String {
+    let g = normalize_group(g);
     let mut s = format!("group_id={},type=", g.id);
     s.push_str(match g.kind {
         GroupType::All => "all",
@@ -743,39 +820,106 @@ pub fn format_group(g: &Group) -> String {
         if g.selection_param != 0 {
             let _ = write!(s, ",selection_method_param={}", g.selection_param);
         }
-        if !g.fields.is_empty() {
-            let names: Vec<String> = g
-                .fields
-                .iter()
-                .map(|(id, mask)| {
-                    let f = fields::get(*id);
-                    match mask {
-                        Some(m) => format!("{}={}", f.name, format_value(f, *m)),
-                        None => f.name.to_string(),
+        let names: Vec<String> = g
+            .fields
+            .iter()
+            .map(|(id, mask)| {
+                let f = fields::get(*id);
+                match mask {
+                    Some(m) if *m != user_mask(f) => {
+                        format!("{}={}", mf_name(*id), format_value(f, *m))
                     }
-                })
-                .collect();
-            let _ = write!(s, ",fields({})", names.join(","));
+                    _ => mf_name(*id).to_string(),
+                }
+            })
+            .collect();
+        match names.len() {
+            0 => {}
+            1 => {
+                let _ = write!(s, ",fields={}", names[0]);
+            }
+            _ => {
+                let _ = write!(s, ",fields({})", names.join(","));
+            }
         }
     }
-    for (i, b) in g.buckets.iter().enumerate() {
+    for b in &g.buckets {
         s.push_str(",bucket=");
-        s.push_str(&format_bucket(b, i as u32, g.kind));
+        s.push_str(&format_bucket(b));
     }
     s
 }
 
-fn format_bucket(b: &Bucket, idx: u32, kind: GroupType) -> String {
-    let mut s = format!("bucket_id:{},", b.id.unwrap_or(idx));
-    if kind == GroupType::Select {
+fn format_bucket(b: &Bucket) -> String {
+    let mut s = format!("bucket_id:{},", b.id.unwrap_or(0));
+    if b.weight != 1 {
         let _ = write!(s, "weight:{},", b.weight);
     }
     if let Some(p) = b.watch_port {
         let _ = write!(s, "watch_port:{},", port_name(p));
     }
     s.push_str("actions=");
-    s.push_str(&format_actions(&normalize_actions(&b.actions)));
+    let acts: Vec<Action> = b.actions.iter().map(to_of15).collect();
+    s.push_str(&format_actions_of15(&acts));
     s
+}
+
+/// OpenFlow 1.5 has only `set_field`: express writes as one.
+fn to_of15(a: &Action) -> Action {
+    let sf = |field: FieldId, value: u128| Action::SetField {
+        field,
+        value,
+        mask: user_mask(fields::get(field)),
+    };
+    match a {
+        Action::Load { dst, value } => {
+            let m = if dst.n_bits >= 128 {
+                u128::MAX
+            } else {
+                ((1u128 << dst.n_bits) - 1) << dst.ofs
+            };
+            Action::SetField {
+                field: dst.field,
+                value: value << dst.ofs,
+                mask: m,
+            }
+        }
+        Action::ModDlSrc(m) => sf(FieldId::DlSrc, *m as u128),
+        Action::ModDlDst(m) => sf(FieldId::DlDst, *m as u128),
+        Action::ModNwSrc(m) => sf(FieldId::NwSrc, *m as u128),
+        Action::ModNwDst(m) => sf(FieldId::NwDst, *m as u128),
+        Action::ModNwTos(m) => sf(FieldId::NwTos, *m as u128),
+        Action::ModNwTtl(m) => sf(FieldId::NwTtl, *m as u128),
+        Action::ModTpSrc(m) => sf(FieldId::TcpSrc, *m as u128),
+        Action::ModTpDst(m) => sf(FieldId::TcpDst, *m as u128),
+        other => other.clone(),
+    }
+}
+
+fn format_actions_of15(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        return "drop".into();
+    }
+    let parts: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            Action::SetField { field, value, mask } => {
+                let f = fields::get(*field);
+                if *mask == user_mask(f) {
+                    format!("set_field:{}->{}", format_value(f, *value), mf_name(*field))
+                } else {
+                    format!(
+                        "set_field:{}/{}->{}",
+                        format_value(f, *value),
+                        format_value(f, *mask),
+                        mf_name(*field)
+                    )
+                }
+            }
+            other => format_action(other),
+        })
+        .collect();
+    parts.join(",")
 }
 
 /// Print a key as a `trace --flow` style match of every non-zero field
