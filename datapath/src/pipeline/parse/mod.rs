@@ -742,3 +742,248 @@ pub(crate) fn parse_file<T>(
         Err(FileError { errors })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::ir::{Action, CtZone};
+
+    fn err(s: &str) -> ParseError {
+        parse_flow(s).expect_err(s)
+    }
+
+    #[test]
+    fn file_errors_name_file_line_column_token_and_expectation() {
+        let text = "# comment\n\ntable=1,ip,nw_dst=1.2.3.4 actions=drop\nadd table=2, ip,nw_dstt=1.2.3.4 actions=drop\nmodify actions=drop\n";
+        let e = parse_flows("flows.txt", text).unwrap_err();
+        assert_eq!(e.errors.len(), 2);
+        assert_eq!(
+            e.to_string(),
+            "flows.txt:4:17: unknown field \"nw_dstt\" (expected a match field or \"actions=\")\n\
+             flows.txt:5:1: command unsupported in a flows file \"modify\" (expected a flow, optionally after \"add\")"
+        );
+        assert_eq!(e.first().line, 4);
+        assert_eq!(e.first().error.token, "nw_dstt");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let e = parse_flows("f", "priority=1,ip,nw_dst=1.2.3.4 actions=note:zz # é").unwrap_err();
+        assert_eq!(e.first().error.column, 43);
+        let e = parse_flows("f", "priority=1,\u{e9}x=1 actions=drop").unwrap_err();
+        assert_eq!(e.first().error.column, 12);
+    }
+
+    #[test]
+    fn prerequisites_are_enforced() {
+        assert!(
+            err("nw_src=1.2.3.4,actions=drop")
+                .problem
+                .contains("requires ip")
+        );
+        assert!(
+            err("ip,tp_dst=80,actions=drop")
+                .problem
+                .contains("requires tcp or udp")
+        );
+        assert!(
+            err("tcp,icmp_type=3,actions=drop")
+                .problem
+                .contains("requires icmp")
+        );
+        assert!(
+            err("ip,arp_op=1,actions=drop")
+                .problem
+                .contains("requires arp")
+        );
+        assert!(
+            err("ip,ct_nw_src=1.2.3.4,actions=drop")
+                .problem
+                .contains("valid connection")
+        );
+        // Order does not matter.
+        parse_flow("nw_dst=1.2.3.4,tp_dst=80,tcp,actions=drop").unwrap();
+        parse_flow("ct_state=+est+trk,ct_nw_src=1.2.3.4,ip,actions=drop").unwrap();
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_errors() {
+        assert!(err("tcp,udp,actions=drop").problem.contains("conflicting"));
+        assert!(
+            err("ip,nw_dst=1.2.3.4,nw_dst=1.2.3.5,actions=drop")
+                .problem
+                .contains("conflicting")
+        );
+        parse_flow("ip,tcp,nw_dst=1.2.3.4,nw_dst=1.2.3.4,actions=drop").unwrap();
+    }
+
+    #[test]
+    fn action_checks_follow_ovs() {
+        assert!(
+            err("actions=load:1->NXM_OF_IP_DST[]")
+                .problem
+                .contains("prerequisite ip")
+        );
+        assert!(
+            err("ip,actions=load:1->NXM_OF_ARP_OP[]")
+                .problem
+                .contains("prerequisite arp")
+        );
+        assert!(err("actions=mod_nw_ttl:5").problem.contains("nw_ttl"));
+        assert!(
+            err("actions=ct(commit)")
+                .problem
+                .contains("ct requires an ip")
+        );
+        assert!(err("ip,actions=ct(commit,alg=ftp)").problem.contains("alg"));
+        assert!(err("ip,actions=ct(force)").problem.contains("force"));
+        assert!(
+            err("ip,actions=set_field:1->ct_mark")
+                .problem
+                .contains("CT fields")
+        );
+        assert!(
+            err("ip,actions=ct(commit,exec(set_field:1->reg0))")
+                .problem
+                .contains("exec")
+        );
+        assert!(
+            err("ip,actions=load:0x10000->NXM_NX_REG0[0..15]")
+                .problem
+                .contains("16 bits")
+        );
+        assert!(
+            err("actions=move:NXM_NX_REG0[0..7]->NXM_NX_REG1[0..15]")
+                .problem
+                .contains("8 bits")
+        );
+        assert!(err("actions=drop,output:1").problem.contains("drop"));
+        assert!(
+            err("actions=conjunction(1,1/2),output:1")
+                .problem
+                .contains("conjunction")
+        );
+        assert!(
+            err("table=3,actions=goto_table:2")
+                .problem
+                .contains("later table")
+        );
+        assert!(
+            err("actions=resubmit(,4,ct)")
+                .problem
+                .contains("valid connection")
+        );
+        assert!(
+            err("actions=load:1->ct_state[]")
+                .problem
+                .contains("read-only")
+        );
+        assert!(err("ip,actions=mod_nw_tos:5").problem.contains("TOS"));
+        // Legacy mod_* actions need no match, as in OVS.
+        parse_flow("actions=mod_nw_dst:1.2.3.4,mod_tp_dst:80").unwrap();
+    }
+
+    #[test]
+    fn seed_style_flow_parses_to_expected_ir() {
+        let f = parse_flow("table=8, cookie=0x520,priority=190,ip,ct_state=+new+trk actions=load:0x1->NXM_NX_REG8[],ct(commit,table=9,zone=NXM_NX_REG4[0..15],nat(dst=169.254.169.110:80-90,random))").unwrap();
+        assert_eq!((f.table, f.priority, f.cookie), (8, 190, 0x520));
+        assert_eq!(f.matches.value.get(slot::CT_STATE), 0x21);
+        assert_eq!(f.matches.mask.get(slot::CT_STATE), 0x21);
+        assert_eq!(
+            f.actions[0],
+            Action::Load {
+                dst: crate::pipeline::ir::SubField {
+                    field: FieldId::Reg(8),
+                    ofs: 0,
+                    n_bits: 32
+                },
+                value: 1
+            }
+        );
+        let Action::Ct(ct) = &f.actions[1] else {
+            panic!()
+        };
+        assert!(ct.commit && ct.table == Some(9));
+        assert!(
+            matches!(ct.zone, CtZone::Field(sf) if sf.field == FieldId::Reg(4) && sf.n_bits == 16)
+        );
+        let Some(conntrack::NatSpec::Dst(r)) = ct.nat else {
+            panic!()
+        };
+        assert_eq!(
+            (r.addr_min, r.port_min, r.port_max, r.random),
+            (0xa9fea96e, 80, 90, true)
+        );
+    }
+
+    #[test]
+    fn syntax_variants() {
+        let a = parse_flow("table=1,priority=5,ip,nw_dst=10.0.0.0/8,actions=output:3").unwrap();
+        let b = parse_flow("table:1 priority:5\tip nw_dst:10.0.0.0/255.0.0.0 actions=3").unwrap();
+        assert_eq!(a, b);
+        let c = parse_flow(
+            "actions=output:LOCAL,IN_PORT,in_port,resubmit:2,resubmit(2),CONTROLLER:100",
+        )
+        .unwrap();
+        assert_eq!(c.actions.len(), 6);
+        let d = parse_flow("tcp,tcp_flags=+syn-ack,ct_state=0x21/0x21,reg8=0x1/0xffff,xreg0=5,ct_label=0x1/0xff,actions=drop").unwrap();
+        assert_eq!(d.matches.mask.get(slot::TCP_FLAGS) & 0xfff, 0x12);
+        assert_eq!(d.matches.value.get(slot::TCP_FLAGS), 0x02);
+        parse_flow("ip,nw_frag=later,actions=drop").unwrap();
+        assert!(
+            err("ipv6,tcp6,actions=drop")
+                .problem
+                .contains("unsupported")
+        );
+        assert!(
+            err("ip,nw_dst=1.2.3.4")
+                .problem
+                .contains("missing action list")
+        );
+    }
+
+    #[test]
+    fn match_specs_for_del_flows_and_trace() {
+        let s = parse_flow_match(
+            "table=105,cookie=0x520/-1,ct_state=+new+trk,ip,reg0=0x1/0xffff,ct_mark=0x21",
+        )
+        .unwrap();
+        assert_eq!(s.table, Some(105));
+        assert_eq!(s.cookie, Some((0x520, u64::MAX)));
+        let t = parse_flow_match("in_port=3,tcp,dl_src=00:50:56:a7:ca:77,nw_src=10.176.26.36,nw_dst=10.176.25.244,tcp_dst=30232,nw_ttl=255").unwrap();
+        assert_eq!(t.matches.value.get(slot::IN_PORT), 3);
+        assert_eq!(t.matches.value.get(slot::TP_DST), 30232);
+        assert!(parse_flow_match("ip actions=drop").is_err());
+        assert!(
+            parse_flow("cookie=0x1/0xff,actions=drop")
+                .unwrap_err()
+                .problem
+                .contains("cookie mask")
+        );
+    }
+
+    #[test]
+    fn groups() {
+        let g = parse_group("group_id=1,type=select,selection_method=hash,fields(ip_src,nw_proto,tcp_dst),bucket=bucket_id:0,weight:100,actions=output:1,bucket=bucket_id:1,weight:50,actions=load:0x1->NXM_NX_REG0[],resubmit(,5)").unwrap();
+        assert_eq!(g.buckets.len(), 2);
+        assert_eq!(g.fields.len(), 3);
+        assert_eq!(g.buckets[1].weight, 50);
+        assert_eq!(g.buckets[1].actions.len(), 2);
+        let g = parse_group("group_id=2,type=all,bucket=output:1,bucket=actions=output:2").unwrap();
+        assert_eq!(
+            g.buckets[0].actions,
+            vec![Action::Output {
+                port: 1,
+                max_len: None
+            }]
+        );
+        assert!(parse_group("group_id=3,type=bogus,bucket=output:1").is_err());
+        let e = parse_groups(
+            "g.txt",
+            "group_id=1,type=all,bucket=output:1\ngroup_id=2,type=all,bucket=frob:1\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.first().line, 2);
+        assert_eq!(e.first().error.token, "frob");
+    }
+}
