@@ -1,6 +1,6 @@
 //! flowpath's datapath: packet views, the flow key, and the OpenFlow table
 //! pipeline with its interpreter.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod drop;
