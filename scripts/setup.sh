@@ -5,6 +5,7 @@ set -euo pipefail
 need=()
 command -v ovs-vswitchd >/dev/null 2>&1 || need+=(openvswitch-switch)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ethtool >/dev/null 2>&1 || need+=(ethtool)  # AF_XDP tests: turn off veth tx checksum offload
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
