@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod drop;
+pub mod extract;
 pub mod io;
 pub mod key;
 pub mod pipeline;
