@@ -45,6 +45,27 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
+/// Move the calling thread (only) into network namespace `ns`: a name
+/// under `/var/run/netns` (as `ip netns add` makes) or a path such as
+/// `/proc/<pid>/ns/net`. Threads it spawns afterwards start there too.
+/// Control path: for running ports or tests inside a namespace.
+pub fn enter_netns(ns: &str) -> io::Result<()> {
+    let path = if ns.contains('/') {
+        ns.to_string()
+    } else {
+        format!("/var/run/netns/{ns}")
+    };
+    let f = std::fs::File::open(&path)?;
+    // SAFETY: setns(2) on a namespace fd we hold open; CLONE_NEWNET only
+    // changes this thread's network namespace, no memory is involved.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// One rtnetlink request under construction.
 struct Msg {
     buf: Vec<u8>,
