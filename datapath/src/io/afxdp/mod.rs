@@ -161,6 +161,16 @@ pub enum AfXdpError {
     },
 }
 
+/// Check that this kernel and these privileges allow AF_XDP: an `AF_XDP`
+/// socket and an XSKMAP can be created. `Err` says what is missing; tests
+/// use it to skip (with the reason) only where AF_XDP truly is unavailable.
+pub fn probe() -> Result<(), String> {
+    socket::probe_socket().map_err(|e| format!("socket(AF_XDP): {e}"))?;
+    bpf::create_xskmap(1)
+        .map(drop)
+        .map_err(|e| format!("bpf(BPF_MAP_CREATE, XSKMAP): {e}"))
+}
+
 /// Set on a [`Umem`] by its first AF_XDP socket.
 pub(crate) struct UmemRegistration {
     /// A dup of the registering socket: keeps it alive for later sockets

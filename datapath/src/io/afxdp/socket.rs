@@ -104,6 +104,11 @@ fn new_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Create and close an AF_XDP socket (capability probe).
+pub(crate) fn probe_socket() -> io::Result<()> {
+    new_socket().map(drop)
+}
+
 fn map_ring(fd: RawFd, off: libc::off_t, len: usize) -> io::Result<Mmap> {
     // SAFETY: mapping a ring of this socket at the offset the AF_XDP ABI
     // defines for it; the result is checked for MAP_FAILED.
