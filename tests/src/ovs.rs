@@ -74,6 +74,8 @@ const BENIGN_LOG: &[&str] = &[
     "Unreasonably long",
     // ovs-appctl exit during teardown.
     "connection dropped",
+    // time/warp jumps the clock: the RCU thread thinks main was blocked.
+    "waiting for main to quiesce",
 ];
 
 /// A JSON-RPC client for a daemon's unixctl socket (what `ovs-appctl`
@@ -386,10 +388,15 @@ impl OvsSwitch {
         Ok(())
     }
 
-    /// Delete all groups (and, as OpenFlow requires, every flow that refers
-    /// to one), then add the groups in `text`. Call before
-    /// [`replace_flows`](Self::replace_flows).
+    /// Delete all flows and all groups, then add the groups in `text`. Call
+    /// before [`replace_flows`](Self::replace_flows).
+    ///
+    /// Flows go first on purpose: OVS 3.1.0 aborts ("assertion rule->state
+    /// == RULE_INSERTED failed in ofproto_rule_remove__()") when
+    /// `del-groups` has to remove flows that refer to the deleted groups
+    /// right after a bundled `replace-flows`; seen within 10 random cases.
     pub fn replace_groups(&self, text: &str) -> Result<()> {
+        self.ofctl(&["del-flows", "br0"])?;
         self.ofctl(&["del-groups", "br0"])?;
         if text.lines().any(|l| {
             let l = l.trim();
@@ -398,6 +405,33 @@ impl OvsSwitch {
             let p = self.write_file("groups.txt", text)?;
             self.ofctl(&["add-groups", "br0", &p.display().to_string()])?;
         }
+        Ok(())
+    }
+
+    /// Replace the whole pipeline, groups and flows, in ONE OpenFlow bundle
+    /// (`ovs-ofctl bundle`: delete all flows, delete all groups, add the
+    /// groups, add the flows), atomically; then purge the datapath flow
+    /// cache. One `ovs-ofctl` run costs ~50-80 ms, so this is ~4x faster than
+    /// [`replace_groups`](Self::replace_groups) +
+    /// [`replace_flows`](Self::replace_flows).
+    pub fn load_pipeline(&mut self, flows: &str, groups: Option<&str>) -> Result<()> {
+        let mut b = String::from("flow delete\ngroup delete group_id=all\n");
+        let lines = |t: &str| -> Vec<String> {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        for g in lines(groups.unwrap_or("")) {
+            b += &format!("group add {g}\n");
+        }
+        for f in lines(flows) {
+            b += &format!("flow add {f}\n");
+        }
+        let p = self.write_file("bundle.txt", &b)?;
+        self.ofctl(&["bundle", "br0", &p.display().to_string()])?;
+        self.appctl(&["revalidator/purge"])?;
         Ok(())
     }
 
@@ -510,8 +544,7 @@ impl OvsSwitch {
         groups: Option<&str>,
         steps_text: &str,
     ) -> Result<serde_json::Value> {
-        self.replace_groups(groups.unwrap_or(""))?;
-        self.replace_flows(flows)?;
+        self.load_pipeline(flows, groups)?;
         self.flush_conntrack()?;
         self.take_outputs()?;
         let steps = parse_steps(steps_text)?;
