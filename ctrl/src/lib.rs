@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod load;
 pub mod replay;
+pub mod trace;

@@ -1,1 +1,175 @@
-fn main() {}
+//! The `flowpath` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "flowpath",
+    version,
+    about = "OVS-compatible userspace fast path for Kubernetes Service traffic"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a STEPS file of packets through the flows and print every output.
+    Replay {
+        /// Flows file (`ovs-ofctl add-flows` format).
+        #[arg(long)]
+        flows: PathBuf,
+        /// Groups file (`ovs-ofctl add-groups` format).
+        #[arg(long)]
+        groups: Option<PathBuf>,
+        /// Port names: NAME=OFPORT,... (OFPORT a number or LOCAL).
+        #[arg(long)]
+        ports: String,
+        /// STEPS file: `PORT HEX`, `@warp MS`, `@flush-ct`, `@ct [ZONE]`.
+        #[arg(long)]
+        packets: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+        /// Write each port's outputs to D/NAME.pcap.
+        #[arg(long)]
+        pcap_dir: Option<PathBuf>,
+        /// Run through the flow cache.
+        #[arg(long)]
+        cache: bool,
+    },
+    /// Show how one packet walks the tables, like `ovs-appctl ofproto/trace`.
+    Trace {
+        /// Flows file.
+        #[arg(long)]
+        flows: PathBuf,
+        /// Groups file.
+        #[arg(long)]
+        groups: Option<PathBuf>,
+        /// Port names: NAME=OFPORT,...
+        #[arg(long)]
+        ports: String,
+        /// Port the packet arrives on (name, number or LOCAL).
+        #[arg(long)]
+        in_port: String,
+        /// The packet, as hex.
+        #[arg(long, conflicts_with = "flow", required_unless_present = "flow")]
+        packet: Option<String>,
+        /// The packet, as an OVS flow string (`tcp,nw_src=10.0.0.1,tp_dst=80`).
+        #[arg(long)]
+        flow: Option<String>,
+        /// STEPS run first, so the traced packet meets real conntrack state.
+        #[arg(long)]
+        steps: Option<PathBuf>,
+    },
+    /// Validate a flows (and groups) file without running anything.
+    Check {
+        /// Flows file.
+        flows: PathBuf,
+        /// Groups file.
+        #[arg(long)]
+        groups: Option<PathBuf>,
+    },
+    /// Print the loaded flows the way `ovs-ofctl --no-stats dump-flows` does.
+    DumpFlows {
+        /// Flows file.
+        #[arg(long)]
+        flows: PathBuf,
+        /// Only this table.
+        table: Option<u8>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flowpath: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use ctrl::{load, replay, trace};
+    match cli.cmd {
+        Cmd::Replay {
+            flows,
+            groups,
+            ports,
+            packets,
+            format,
+            pcap_dir,
+            cache,
+        } => {
+            let p = load::load(&flows, groups.as_deref())?;
+            let ports = load::ports(&ports)?;
+            let steps = load::steps(&packets, &ports)?;
+            let opts = replay::ReplayOptions { cache };
+            let results = replay::run(&p, &ports, &steps, &opts);
+            if let Some(d) = pcap_dir {
+                replay::write_pcaps(&d, &ports, &results)?;
+            }
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&replay::to_json(&ports, &results))?
+                ),
+                Format::Text => print!("{}", replay::to_text(&results)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trace {
+            flows,
+            groups,
+            ports,
+            in_port,
+            packet,
+            flow,
+            steps,
+        } => {
+            let p = load::load(&flows, groups.as_deref())?;
+            let ports = load::ports(&ports)?;
+            let prefix = match steps {
+                Some(s) => load::steps(&s, &ports)?,
+                None => Vec::new(),
+            };
+            let out = trace::trace(
+                &p,
+                &ports,
+                &prefix,
+                &in_port,
+                packet.as_deref(),
+                flow.as_deref(),
+            )?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { flows, groups } => {
+            let p = load::load(&flows, groups.as_deref())?;
+            println!(
+                "{}: {} flows, {} groups: ok",
+                flows.display(),
+                p.flows.len(),
+                p.groups.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::DumpFlows { flows, table } => {
+            let p = load::load(&flows, None)?;
+            print!("{}", load::dump_flows(&p, table));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -3,9 +3,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod drop;
 pub mod extract;
 pub mod io;
 pub mod key;
 pub mod pipeline;
+pub mod replay;
 pub mod wire;

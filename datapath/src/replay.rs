@@ -10,6 +10,7 @@ use std::fmt;
 
 use conntrack::Shard;
 
+use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, TracePass};
@@ -29,11 +30,18 @@ impl PortMap {
             let (name, num) = item
                 .split_once('=')
                 .ok_or_else(|| format!("--ports: `{item}`: expected NAME=OFPORT"))?;
-            let num = parse_port_number(num.trim())
-                .ok_or_else(|| format!("--ports: `{item}`: `{num}` is not a port number or LOCAL"))?;
+            let num = parse_port_number(num.trim()).ok_or_else(|| {
+                format!("--ports: `{item}`: `{num}` is not a port number or LOCAL")
+            })?;
             let name = name.trim();
-            if name.is_empty() || ports.iter().any(|(n, p): &(String, u32)| n == name || *p == num) {
-                return Err(format!("--ports: `{item}`: empty or duplicate port name or number"));
+            if name.is_empty()
+                || ports
+                    .iter()
+                    .any(|(n, p): &(String, u32)| n == name || *p == num)
+            {
+                return Err(format!(
+                    "--ports: `{item}`: empty or duplicate port name or number"
+                ));
             }
             ports.push((name.to_string(), num));
         }
@@ -116,7 +124,11 @@ impl std::error::Error for StepError {}
 pub fn parse_steps(file: &str, text: &str, ports: &PortMap) -> Result<Vec<Step>, StepError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let err = |msg: String| StepError { file: file.to_string(), line: i + 1, msg };
+        let err = |msg: String| StepError {
+            file: file.to_string(),
+            line: i + 1,
+            msg,
+        };
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -127,42 +139,65 @@ pub fn parse_steps(file: &str, text: &str, ports: &PortMap) -> Result<Vec<Step>,
             let args: Vec<&str> = it.collect();
             let step = match (cmd, args.as_slice()) {
                 ("warp", [ms]) => {
-                    Step::Warp(ms.parse().map_err(|_| err(format!("@warp: `{ms}` is not a number of milliseconds")))?)
+                    Step::Warp(ms.parse().map_err(|_| {
+                        err(format!("@warp: `{ms}` is not a number of milliseconds"))
+                    })?)
                 }
                 ("flush-ct", []) => Step::FlushCt,
                 ("ct", []) => Step::Ct(None),
                 ("ct", [z]) => {
                     let z = z.strip_prefix("zone=").unwrap_or(z);
-                    Step::Ct(Some(z.parse().map_err(|_| err(format!("@ct: `{z}` is not a zone (0-65535)")))?))
+                    Step::Ct(Some(z.parse().map_err(|_| {
+                        err(format!("@ct: `{z}` is not a zone (0-65535)"))
+                    })?))
                 }
-                _ => return Err(err(format!("unknown directive `@{rest}` (expected @warp MS, @flush-ct or @ct [ZONE])"))),
+                _ => {
+                    return Err(err(format!(
+                        "unknown directive `@{rest}` (expected @warp MS, @flush-ct or @ct [ZONE])"
+                    )));
+                }
             };
             out.push(step);
             continue;
         }
-        let (port, hex) = line.split_once(char::is_whitespace).ok_or_else(|| err("expected `PORT HEX`".into()))?;
+        let (port, hex) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| err("expected `PORT HEX`".into()))?;
         if ports.resolve(port).is_none() {
-            return Err(err(format!("unknown port `{port}` (known: {})", known(ports))));
+            return Err(err(format!(
+                "unknown port `{port}` (known: {})",
+                known(ports)
+            )));
         }
         let bytes = parse_hex(hex).map_err(|m| err(format!("packet hex: {m}")))?;
         if bytes.is_empty() {
             return Err(err("empty packet".into()));
         }
-        out.push(Step::Packet { port: port.to_string(), bytes });
+        out.push(Step::Packet {
+            port: port.to_string(),
+            bytes,
+        });
     }
     Ok(out)
 }
 
 fn known(ports: &PortMap) -> String {
-    let mut v: Vec<String> = ports.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+    let mut v: Vec<String> = ports
+        .ports
+        .iter()
+        .map(|(n, p)| format!("{n}={p}"))
+        .collect();
     v.push("LOCAL".into());
     v.join(", ")
 }
 
 /// Parse hex digits, ignoring spaces, tabs and colons.
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = s.bytes().filter(|b| !matches!(b, b' ' | b'\t' | b':')).collect();
-    if digits.len() % 2 != 0 {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b':'))
+        .collect();
+    if !digits.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     digits
@@ -216,16 +251,38 @@ pub struct Replayer<'a> {
     pub now_ms: u64,
     /// Counters.
     pub stats: ExecStats,
+    /// Flow cache, when replaying through the cached path.
+    pub cache: Option<MegaflowCache>,
 }
 
 impl<'a> Replayer<'a> {
     /// A fresh session with an empty conntrack table.
     pub fn new(pipeline: &'a Pipeline, ports: &'a PortMap) -> Self {
-        Replayer { pipeline, ports, numbers: ports.numbers(), ct: Shard::default(), now_ms: REPLAY_EPOCH_MS, stats: ExecStats::default() }
+        Replayer {
+            pipeline,
+            ports,
+            numbers: ports.numbers(),
+            ct: Shard::default(),
+            now_ms: REPLAY_EPOCH_MS,
+            stats: ExecStats::default(),
+            cache: None,
+        }
+    }
+
+    /// Replay through a flow cache (megaflow + exact match) instead of
+    /// translating every pass.
+    pub fn with_cache(mut self) -> Self {
+        self.cache = Some(MegaflowCache::new(65536, true));
+        self
     }
 
     /// Run one step (`index` is echoed into the result).
-    pub fn step(&mut self, index: usize, step: &Step, trace: Option<&mut Vec<TracePass>>) -> StepResult {
+    pub fn step(
+        &mut self,
+        index: usize,
+        step: &Step,
+        trace: Option<&mut Vec<TracePass>>,
+    ) -> StepResult {
         match step {
             Step::Packet { port, bytes } => {
                 let in_port = self.ports.resolve(port).unwrap_or(0);
@@ -238,25 +295,43 @@ impl<'a> Replayer<'a> {
                     ct: &mut self.ct,
                     now_ms: self.now_ms,
                     stats: &mut self.stats,
+                    cache: self.cache.as_mut(),
                 };
                 eng.process(&mut pkt, in_port, &mut sink, trace);
                 StepResult::Packet {
                     index,
                     in_port: self.ports.name(in_port),
-                    outputs: outputs.into_iter().map(|(p, b)| (self.ports.name(p), b)).collect(),
+                    outputs: outputs
+                        .into_iter()
+                        .map(|(p, b)| (self.ports.name(p), b))
+                        .collect(),
                 }
             }
             Step::Warp(ms) => {
                 self.now_ms += ms;
-                StepResult::Cmd { index, cmd: "warp", args: vec![ms.to_string()], entries: vec![] }
+                StepResult::Cmd {
+                    index,
+                    cmd: "warp",
+                    args: vec![ms.to_string()],
+                    entries: vec![],
+                }
             }
             Step::FlushCt => {
                 self.ct.flush(None, None);
-                StepResult::Cmd { index, cmd: "flush-ct", args: vec![], entries: vec![] }
+                StepResult::Cmd {
+                    index,
+                    cmd: "flush-ct",
+                    args: vec![],
+                    entries: vec![],
+                }
             }
             Step::Ct(zone) => {
-                let mut entries: Vec<String> =
-                    self.ct.dump(*zone, self.now_ms).iter().map(|e| e.to_string()).collect();
+                let mut entries: Vec<String> = self
+                    .ct
+                    .dump_at(*zone, self.now_ms)
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect();
                 entries.sort();
                 StepResult::Cmd {
                     index,
@@ -270,7 +345,11 @@ impl<'a> Replayer<'a> {
 
     /// Run every step.
     pub fn run(&mut self, steps: &[Step]) -> Vec<StepResult> {
-        steps.iter().enumerate().map(|(i, s)| self.step(i, s, None)).collect()
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.step(i, s, None))
+            .collect()
     }
 }
 
@@ -295,18 +374,29 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                Step::Packet { port: "uplink".into(), bytes: vec![0, 0x11, 0x22, 0x33] },
+                Step::Packet {
+                    port: "uplink".into(),
+                    bytes: vec![0, 0x11, 0x22, 0x33]
+                },
                 Step::Warp(61000),
                 Step::Ct(None),
                 Step::Ct(Some(52100)),
                 Step::FlushCt,
-                Step::Packet { port: "2".into(), bytes: vec![0xaa, 0xbb] },
+                Step::Packet {
+                    port: "2".into(),
+                    bytes: vec![0xaa, 0xbb]
+                },
             ]
         );
         let e = parse_steps("s.txt", "uplink 00\nnope 00\n", &ports).unwrap_err();
         assert_eq!((e.line, e.file.as_str()), (2, "s.txt"));
         assert!(e.to_string().contains("unknown port `nope`"));
-        assert!(parse_steps("s", "uplink 0", &ports).unwrap_err().msg.contains("odd"));
+        assert!(
+            parse_steps("s", "uplink 0", &ports)
+                .unwrap_err()
+                .msg
+                .contains("odd")
+        );
         assert!(parse_steps("s", "@warp x", &ports).is_err());
         assert!(parse_steps("s", "@bogus", &ports).is_err());
     }

@@ -159,7 +159,10 @@ impl Table {
             for &w in st.words.iter() {
                 wc.w[w as usize] |= st.mask.w[w as usize];
             }
-            let hit = st.map.get(&st.masked(key)).and_then(|es| es.iter().find(|e| e.conj.is_none()));
+            let hit = st
+                .map
+                .get(&st.masked(key))
+                .and_then(|es| es.iter().find(|e| e.conj.is_none()));
             if let Some(e) = hit.filter(|e| bar.is_none_or(|b| e.priority > b)) {
                 best = Some((e.priority, e.flow));
             }
@@ -182,10 +185,12 @@ impl Table {
             }
             if let Some(entries) = st.map.get(&st.masked(key)) {
                 for e in entries {
-                    if let Some(c) = &e.conj {
-                        if floor.is_none_or(|f| e.priority > f) {
-                            soft.extend(c.iter().map(|c| (e.priority, *c)));
-                        }
+                    if let Some(c) = e
+                        .conj
+                        .as_ref()
+                        .filter(|_| floor.is_none_or(|f| e.priority > f))
+                    {
+                        soft.extend(c.iter().map(|c| (e.priority, *c)));
                     }
                 }
             }

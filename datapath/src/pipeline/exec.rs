@@ -12,6 +12,7 @@ use conntrack::{PktCtMeta, Shard, cs};
 
 use super::Pipeline;
 use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
+use crate::cache::MegaflowCache;
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
 use crate::key::{self, FlowKey, slot};
@@ -75,6 +76,8 @@ pub struct Engine<'a, P: PortSet + ?Sized> {
     pub now_ms: u64,
     /// Counters.
     pub stats: &'a mut ExecStats,
+    /// Flow cache; `None` translates every pass.
+    pub cache: Option<&'a mut MegaflowCache>,
 }
 
 impl<P: PortSet + ?Sized> Engine<'_, P> {
@@ -82,7 +85,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
     /// outputs to `sink`. With `trace`, every pass is recorded.
     pub fn process(
         &mut self,
-        pkt: &mut Vec<u8>,
+        pkt: &mut [u8],
         in_port: u32,
         sink: &mut dyn Sink,
         mut trace: Option<&mut Vec<TracePass>>,
@@ -107,7 +110,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
     #[allow(clippy::too_many_arguments)]
     fn pass(
         &mut self,
-        pkt: &mut Vec<u8>,
+        pkt: &mut [u8],
         layout: &Layout,
         key: FlowKey,
         table: u8,
@@ -117,20 +120,90 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         trace: &mut Option<&mut Vec<TracePass>>,
     ) {
         self.stats.passes += 1;
-        let mut events = Vec::new();
-        let xl = xlate(self.pipeline, self.ports, &key, table, trace.as_ref().map(|_| &mut events));
-        for n in &xl.notes {
-            self.stats.drops.bump(*n);
+        // Translate, through the cache when there is one and no trace is
+        // wanted. A cached pass is replayed by entry index; if the cache is
+        // flushed while a recirculation runs (epoch change), the rest of this
+        // pass continues from a fresh translation.
+        let mut slot_idx = None;
+        let mut owned: Option<Xlation> = None;
+        let mut cached = None;
+        match (self.cache.as_deref_mut(), trace.is_some()) {
+            (Some(c), false) => {
+                let idx = match c.lookup_idx(&key) {
+                    Some(i) => i,
+                    None => c.insert(&key, xlate(self.pipeline, self.ports, &key, table, None)),
+                };
+                for n in &c.entry(idx).notes {
+                    self.stats.drops.bump(*n);
+                }
+                cached = Some((idx, c.epoch()));
+            }
+            _ => {
+                let mut events = Vec::new();
+                let xl = xlate(
+                    self.pipeline,
+                    self.ports,
+                    &key,
+                    table,
+                    trace.as_ref().map(|_| &mut events),
+                );
+                for n in &xl.notes {
+                    self.stats.drops.bump(*n);
+                }
+                slot_idx = trace.as_deref_mut().map(|t| {
+                    t.push(TracePass {
+                        table,
+                        key,
+                        events,
+                        xlation: xl.clone(),
+                        ct_results: Vec::new(),
+                    });
+                    t.len() - 1
+                });
+                owned = Some(xl);
+            }
         }
-        let slot_idx = trace.as_deref_mut().map(|t| {
-            t.push(TracePass { table, key, events, xlation: xl.clone(), ct_results: Vec::new() });
-            t.len() - 1
-        });
-        if let Some(e) = xl.error {
+        let error = match (&owned, &cached) {
+            (Some(x), _) => x.error,
+            (None, Some((i, _))) => self
+                .cache
+                .as_deref()
+                .map(|c| c.entry(*i).error)
+                .unwrap_or(None),
+            _ => None,
+        };
+        if let Some(e) = error {
             self.stats.drops.bump(e);
             return;
         }
-        for a in &xl.actions {
+        let n_actions = match (&owned, &cached) {
+            (Some(x), _) => x.actions.len(),
+            (None, Some((i, _))) => self
+                .cache
+                .as_deref()
+                .map(|c| c.entry(*i).actions.len())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let mut ai = 0;
+        while ai < n_actions {
+            let a = match (&owned, cached) {
+                (Some(x), _) => x.actions[ai],
+                (None, Some((i, epoch))) => {
+                    let c = self.cache.as_deref().expect("cached pass has a cache");
+                    if c.epoch() != epoch {
+                        let xl = xlate(self.pipeline, self.ports, &key, table, None);
+                        let a = xl.actions[ai];
+                        owned = Some(xl);
+                        a
+                    } else {
+                        c.entry(i).actions[ai]
+                    }
+                }
+                _ => break,
+            };
+            ai += 1;
+            let a = &a;
             match a {
                 DpAction::Set { from, to } => extract::commit(pkt, layout, from, to),
                 DpAction::Output(port) => {
@@ -170,7 +243,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             continue;
                         }
                         self.stats.recircs += 1;
-                        let mut clone = pkt.clone();
+                        let mut clone = pkt.to_vec();
                         let mut k2 = FlowKey::ZERO;
                         let in_port = r.frozen.get(slot::IN_PORT) as u32;
                         let Ok(l2) = extract::extract(&clone, in_port, &mut k2) else {
@@ -178,7 +251,16 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         };
                         restore_metadata(&mut k2, &r.frozen, r.table, md);
                         let mut md2 = *md;
-                        self.pass(&mut clone, &l2, k2, r.table, &mut md2, recirc_depth + 1, sink, trace);
+                        self.pass(
+                            &mut clone,
+                            &l2,
+                            k2,
+                            r.table,
+                            &mut md2,
+                            recirc_depth + 1,
+                            sink,
+                            trace,
+                        );
                     }
                 }
             }

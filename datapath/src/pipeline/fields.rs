@@ -199,6 +199,7 @@ impl FieldDef {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn def(
     id: FieldId,
     name: &'static str,

@@ -8,7 +8,7 @@
 //! starts a new pass for each recirculation.
 
 pub mod classifier;
-// pub mod exec; (registered once crate::extract lands)
+pub mod exec;
 pub mod fields;
 pub mod format;
 pub mod ir;

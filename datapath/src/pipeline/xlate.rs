@@ -46,7 +46,7 @@ pub struct Recirc {
 }
 
 /// A datapath action: what the datapath executes on the packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DpAction {
     /// Write every header field whose value differs between `from` and `to`.
     Set {
@@ -143,6 +143,8 @@ struct Ctx<'a, P: PortSet + ?Sized> {
     base: FlowKey,
     out: Xlation,
     depth: u32,
+    /// Nesting for trace indentation (every resubmit and bucket).
+    indent: u32,
     resubmits: u32,
     table: u8,
     trace: Option<&'a mut Vec<TraceEvent>>,
@@ -163,6 +165,7 @@ pub fn xlate<P: PortSet + ?Sized>(
         base: *key,
         out: Xlation::default(),
         depth: 0,
+        indent: 0,
         resubmits: 0,
         table,
         trace,
@@ -172,7 +175,7 @@ pub fn xlate<P: PortSet + ?Sized>(
     ctx.out.wc.set_all(slot::IN_PORT);
     ctx.out.wc.set_all(slot::RECIRC_ID);
     ctx.out.wc.set_all(slot::DL_TYPE);
-    ctx.xlate_table(table);
+    ctx.xlate_table(table, true);
     if ctx.out.error.is_some() {
         ctx.out.actions.clear();
     }
@@ -190,25 +193,34 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
         }
     }
 
-    fn xlate_table(&mut self, table: u8) {
-        if self.depth >= MAX_DEPTH {
-            self.out.error = Some(DropReason::ResubmitDepth);
-            self.note(|| format!("over max translation depth {MAX_DEPTH}"));
-            return;
+    /// Look `table` up and run the matching flow's actions. `initial` is
+    /// the pass's first lookup; every other call is a resubmit/goto, subject
+    /// to OVS's resource checks. As in OVS's `xlate_table_action`, only a
+    /// resubmit to the same or an earlier table deepens the nesting depth
+    /// (a forward chain 0 -> 1 -> ... -> 253 is fine); every resubmit counts
+    /// toward [`MAX_RESUBMITS`].
+    fn xlate_table(&mut self, table: u8, initial: bool) {
+        if !initial {
+            if self.depth >= MAX_DEPTH {
+                self.out.error = Some(DropReason::ResubmitDepth);
+                self.note(|| format!("over max translation depth {MAX_DEPTH}"));
+                return;
+            }
+            if self.resubmits >= MAX_RESUBMITS {
+                self.out.error = Some(DropReason::ResubmitDepth);
+                self.note(|| format!("over {MAX_RESUBMITS} resubmit actions"));
+                return;
+            }
+            self.resubmits += 1;
         }
-        if self.resubmits >= MAX_RESUBMITS {
-            self.out.error = Some(DropReason::ResubmitDepth);
-            self.note(|| format!("over {MAX_RESUBMITS} resubmit actions"));
-            return;
-        }
-        self.resubmits += 1;
         let old_table = self.table;
+        let deepens = !initial && table <= old_table;
         self.table = table;
         let hit = match self.p.tables.get(table as usize) {
             Some(t) => t.lookup(&self.flow, &mut self.out.wc),
             None => Lookup::Miss,
         };
-        let depth = self.depth;
+        let depth = self.indent;
         match hit {
             Lookup::Hit(idx) => {
                 if let Some(t) = self.trace.as_deref_mut() {
@@ -219,9 +231,15 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     });
                 }
                 let p = self.p;
-                self.depth += 1;
+                if deepens {
+                    self.depth += 1;
+                }
+                self.indent += 1;
                 self.do_actions(&p.flows[idx as usize].actions);
-                self.depth -= 1;
+                self.indent -= 1;
+                if deepens {
+                    self.depth -= 1;
+                }
             }
             Lookup::Miss => {
                 if let Some(t) = self.trace.as_deref_mut() {
@@ -231,7 +249,7 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                         flow: None,
                     });
                 }
-                if depth == 0 {
+                if initial {
                     self.out.notes.push(DropReason::TableMiss);
                 }
             }
@@ -269,12 +287,12 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                         self.flow.set(slot::IN_PORT, *p as u64);
                     }
                     let t = table.unwrap_or(self.table);
-                    self.xlate_table(t);
+                    self.xlate_table(t, false);
                     if port.is_some() {
                         self.flow.set(slot::IN_PORT, old);
                     }
                 }
-                Action::GotoTable(t) => self.xlate_table(*t),
+                Action::GotoTable(t) => self.xlate_table(*t, false),
                 Action::Load { dst, value } => self.write_sub(dst, *value),
                 Action::Move { src, dst } => {
                     let v = self.read_sub(src);
@@ -541,7 +559,9 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
         let old = self.flow;
         let set = action_set(actions);
         self.depth += 1;
+        self.indent += 1;
         self.do_actions(&set);
+        self.indent -= 1;
         self.depth -= 1;
         self.flow = old;
     }
