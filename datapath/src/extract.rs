@@ -135,11 +135,29 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Whether the layout fits `len` bytes (a layout from [`extract`] on
-    /// the same packet always does).
+    /// Whether the layout fits a packet of `len` bytes, with room for the
+    /// headers its `proto` promises. A layout from [`extract`] on the same
+    /// packet always does; checking makes [`commit`], [`ct_packet`] and
+    /// [`apply_rewrite`] total even for a layout built by hand.
     #[inline]
     fn fits(&self, len: usize) -> bool {
-        self.l3 <= self.l4 && self.l4 <= self.ip_end && self.ip_end <= len
+        let l4_min = match self.proto {
+            Proto::Tcp => tcp::MIN_HEADER_LEN,
+            Proto::Udp => udp::HEADER_LEN,
+            Proto::Icmp => icmp::HEADER_LEN,
+            Proto::Igmp => igmp::HEADER_LEN,
+            Proto::L2 | Proto::Arp | Proto::Ipv4 => 0,
+        };
+        let l3_min = match self.proto {
+            Proto::L2 => 0,
+            Proto::Arp => arp::LEN,
+            _ => ipv4::MIN_HEADER_LEN,
+        };
+        self.l3 >= ETH_LEN
+            && (!self.vlan || self.l3 >= ETH_LEN + VLAN_TAG_LEN)
+            && self.l3.saturating_add(l3_min) <= self.l4
+            && self.l4.saturating_add(l4_min) <= self.ip_end
+            && self.ip_end <= len
     }
 
     /// Whether an IPv4 header was parsed.

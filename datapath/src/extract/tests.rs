@@ -762,6 +762,32 @@ proptest! {
     }
 
     #[test]
+    fn hand_built_layouts_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..100),
+        offs in any::<(u8, u8, u8)>(),
+        proto in 0usize..7,
+        flags in any::<(bool, bool, bool)>(),
+    ) {
+        let l = Layout {
+            l3: offs.0 as usize,
+            l4: offs.1 as usize,
+            ip_end: offs.2 as usize,
+            proto: [Proto::L2, Proto::Arp, Proto::Ipv4, Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Igmp][proto],
+            vlan: flags.0,
+            fragment: flags.1,
+            later_fragment: flags.2,
+        };
+        let mut p = bytes.clone();
+        let mut to = FlowKey::ZERO;
+        to.w[..7].copy_from_slice(&[u64::MAX; 7]);
+        commit(&mut p, &l, &FlowKey::ZERO, &to);
+        let _ = ct_packet(&p, &l);
+        let t = Tuple { src: 1, dst: 2, sport: 3, dport: 4, proto: 6 };
+        apply_rewrite(&mut p, &l, &Rewrite { outer: t, inner: Some(t) });
+        prop_assert_eq!(p.len(), bytes.len());
+    }
+
+    #[test]
     fn mutated_packets_never_panic(
         b in arb_builder(),
         cut in any::<prop::sample::Index>(),
