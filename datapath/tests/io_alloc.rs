@@ -1,0 +1,130 @@
+//! The hot path does not allocate: a counting allocator (per thread, so
+//! other tests' threads do not interfere) watches steady-state bursts
+//! through the memory port and through real AF_XDP sockets.
+
+mod io_common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use datapath::io::afxdp::{AfXdpConfig, AfXdpPort, XdpConfig, XdpMode, XdpProgram};
+use datapath::io::memory::MemoryPort;
+use datapath::io::{Batch, Port, Umem, UmemConfig, netlink};
+use io_common::{Netns, ip, skip_without_afxdp, tag};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// counter is a const-initialised thread-local, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn frame() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+    f.resize(60, 0xab);
+    f
+}
+
+#[test]
+fn memory_port_bursts_do_not_allocate() {
+    let mut umem = Umem::new(UmemConfig {
+        frame_count: 256,
+        frame_size: 2048,
+    })
+    .unwrap();
+    let mut source = MemoryPort::new("gen");
+    source.set_replay(vec![frame(), frame()]);
+    let mut sink = MemoryPort::new("sink");
+    sink.set_capture(false);
+    let mut batch = Batch::new();
+    let before = allocs();
+    for _ in 0..1000 {
+        source.rx_burst(&mut umem, &mut batch);
+        sink.tx_burst(&mut umem, &mut batch);
+    }
+    assert_eq!(allocs() - before, 0, "allocations in 1000 bursts");
+    assert_eq!(sink.stats().tx_packets, 64_000);
+}
+
+#[test]
+fn afxdp_bursts_do_not_allocate() {
+    if skip_without_afxdp() {
+        return;
+    }
+    let t = tag();
+    let ns = format!("fp-{t}-alloc");
+    let _guard = Netns::new(std::slice::from_ref(&ns));
+    let (x, y) = (format!("x{t}"), format!("y{t}"));
+    ip(&["-n", &ns, "link", "add", &x, "type", "veth", "peer", &y]);
+    for d in [&x, &y] {
+        ip(&["-n", &ns, "link", "set", d, "up"]);
+    }
+    std::thread::spawn(move || {
+        netlink::enter_netns(&ns).unwrap();
+        let mut umem = Umem::new(UmemConfig {
+            frame_count: 8192,
+            frame_size: 2048,
+        })
+        .unwrap();
+        let cfg = XdpConfig {
+            mode: XdpMode::Native,
+            ..XdpConfig::default()
+        };
+        let (px, py) = (
+            XdpProgram::attach(&x, &cfg).unwrap(),
+            XdpProgram::attach(&y, &cfg).unwrap(),
+        );
+        let mut tx_port = AfXdpPort::open(&mut umem, &px, &AfXdpConfig::default()).unwrap();
+        let mut rx_port = AfXdpPort::open(&mut umem, &py, &AfXdpConfig::default()).unwrap();
+        let mut source = MemoryPort::new("gen");
+        source.set_replay(vec![frame()]);
+        let (mut out, mut inp) = (Batch::new(), Batch::new());
+        let mut burst = |umem: &mut Umem| {
+            source.rx_burst(umem, &mut out);
+            tx_port.tx_burst(umem, &mut out);
+            umem.free_batch(&mut out);
+            let n = rx_port.rx_burst(umem, &mut inp);
+            umem.free_batch(&mut inp);
+            n
+        };
+        // Warm up (first kicks, lazily initialised kernel state).
+        for _ in 0..100 {
+            burst(&mut umem);
+        }
+        let before = allocs();
+        let mut received = 0;
+        for _ in 0..2000 {
+            received += burst(&mut umem);
+        }
+        assert_eq!(allocs() - before, 0, "allocations in 2000 AF_XDP bursts");
+        assert!(received > 1000, "only {received} frames crossed the veth");
+    })
+    .join()
+    .unwrap();
+}
