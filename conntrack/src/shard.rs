@@ -22,7 +22,8 @@ pub struct Shard {
     /// Expiry list per (policy, timeout class).
     policies: Vec<[u8; N_TM]>,
     zone_policy: hashbrown::HashMap<u16, u8>,
-    zone_count: Box<[u32]>,
+    /// Live connections per zone (cold path only: create/free).
+    zone_count: hashbrown::HashMap<u16, u32>,
     zone_limits: hashbrown::HashMap<u16, u32>,
     default_zone_limit: Option<u32>,
     seq_check: bool,
@@ -93,7 +94,7 @@ impl Shard {
             table,
             policies,
             zone_policy,
-            zone_count: vec![0u32; 1 << 16].into_boxed_slice(),
+            zone_count: hashbrown::HashMap::with_capacity(256),
             zone_limits: config.zone_limits.iter().copied().collect(),
             default_zone_limit: config.default_zone_limit,
             seq_check: config.tcp_seq_check,
@@ -167,7 +168,7 @@ impl Shard {
 
     /// Connections counted against `zone`'s limit.
     pub fn zone_count(&self, zone: u16) -> u32 {
-        self.zone_count[zone as usize]
+        self.zone_count.get(&zone).copied().unwrap_or(0)
     }
 
     fn random(&mut self) -> u32 {
@@ -569,10 +570,10 @@ impl Shard {
             .copied()
             .or(self.default_zone_limit);
         if let Some(limit) = limit {
-            if self.zone_count[zone as usize] >= limit {
+            if self.zone_count(zone) >= limit {
                 self.reap(now, 64);
             }
-            if self.zone_count[zone as usize] >= limit {
+            if self.zone_count(zone) >= limit {
                 self.counters.zone_limit += 1;
                 return None;
             }
@@ -629,7 +630,7 @@ impl Shard {
         self.table.conns[slot as usize].expiration = now.saturating_add(dur);
         self.table.push_back(slot, list);
         self.table.insert(slot);
-        self.zone_count[zone as usize] += 1;
+        *self.zone_count.entry(zone).or_insert(0) += 1;
         self.counters.committed += 1;
         if let Some((dir, w)) = &mut self.dir {
             let ks = self.table.conns[slot as usize].keys;
@@ -775,7 +776,9 @@ impl Shard {
 
     fn free_conn(&mut self, c: u32) {
         let ks = self.table.conns[c as usize].keys;
-        self.zone_count[ks[0].zone as usize] -= 1;
+        if let Some(n) = self.zone_count.get_mut(&ks[0].zone) {
+            *n -= 1;
+        }
         if let Some((dir, w)) = &mut self.dir {
             dir.unpublish(w, &ks[0].tuple());
             dir.unpublish(w, &ks[1].tuple());
@@ -931,16 +934,13 @@ impl Shard {
                 t.n_free()
             ));
         }
-        for (z, n) in &zones {
-            if self.zone_count[*z as usize] != *n {
-                return Err(format!(
-                    "zone {z} count {} != {n}",
-                    self.zone_count[*z as usize]
-                ));
+        for (z, n) in &self.zone_count {
+            if zones.get(z).copied().unwrap_or(0) != *n {
+                return Err(format!("zone {z} count {n} != {:?}", zones.get(z)));
             }
         }
-        if self.zone_count.iter().map(|&x| x as usize).sum::<usize>() != live {
-            return Err("zone counts do not sum to live".into());
+        if zones.keys().any(|z| !self.zone_count.contains_key(z)) {
+            return Err("live connection in an uncounted zone".into());
         }
         let mut seen = 0usize;
         for (l, list) in t.lists.iter().enumerate() {
