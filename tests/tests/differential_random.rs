@@ -2,6 +2,8 @@
 //! real OVS vs flowpath `replay` (interpreter and cache), one OVS switch
 //! reused across cases (groups and flows replaced, conntrack flushed).
 //!
+//! `FLOWPATH_DIFF_DUMP=DIR` writes each case's flows/groups/steps/ports
+//! files under DIR/caseN for `flowpath replay`/`trace`.
 //! `FLOWPATH_DIFF_SEED` (default 0x5eed), `FLOWPATH_DIFF_CASES` (default
 //! 1000), `FLOWPATH_DIFF_CASE=N` to rerun one case. Case `i` draws from its
 //! own RNG seeded with `seed + i`, so a failing case reproduces alone.
@@ -384,6 +386,16 @@ fn run(seed: u64, range: std::ops::Range<u64>, with_flowpath: bool) -> Run {
     for i in range {
         let mut r = SmallRng::seed_from_u64(seed.wrapping_add(i));
         let case = gen_case(&mut r);
+        if let Some(dir) = std::env::var_os("FLOWPATH_DIFF_DUMP") {
+            // Write the case as files `flowpath replay` / `trace` take.
+            let d = std::path::Path::new(&dir).join(format!("case{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("flows.txt"), &case.flows).unwrap();
+            std::fs::write(d.join("groups.txt"), &case.groups).unwrap();
+            std::fs::write(d.join("steps.txt"), &case.steps).unwrap();
+            let pl: Vec<String> = ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+            std::fs::write(d.join("ports.txt"), pl.join(",")).unwrap();
+        }
         let groups = (!case.groups.is_empty()).then_some(case.groups.as_str());
         let ovs = match sw.replay(&case.flows, groups, &case.steps) {
             Ok(v) => v,
