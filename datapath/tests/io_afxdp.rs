@@ -403,3 +403,98 @@ fn kill9_leaves_no_xdp_program() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn pass_filter_sends_listed_ethertypes_to_the_stack() {
+    if skip_without_afxdp() {
+        return;
+    }
+    // x (10.79.0.1, namespace nx) -- y (10.79.0.2, namespace ny).
+    let t = io_common::tag();
+    let (nx, ny) = (format!("fp-{t}-fx"), format!("fp-{t}-fy"));
+    let _guard = io_common::Netns::new(&[nx.clone(), ny.clone()]);
+    let (x, y) = (format!("x{t}"), format!("y{t}"));
+    ip(&[
+        "link", "add", &x, "netns", &nx, "type", "veth", "peer", &y, "netns", &ny,
+    ]);
+    ip(&["-n", &nx, "addr", "add", "10.79.0.1/24", "dev", &x]);
+    ip(&["-n", &ny, "addr", "add", "10.79.0.2/24", "dev", &y]);
+    ip(&["-n", &nx, "link", "set", &x, "up"]);
+    ip(&["-n", &ny, "link", "set", &y, "up"]);
+    io_common::run(
+        "ip",
+        &["netns", "exec", &nx, "ethtool", "-K", &x, "tx", "off"],
+    );
+    // Both programs pass IPv4 and ARP to the stack and steer the rest to
+    // their socket.
+    let filtered = || XdpConfig {
+        mode: XdpMode::Native,
+        pass_ethertypes: vec![0x0800, 0x0806],
+        ..XdpConfig::default()
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let receiver = {
+        let (ny, y) = (ny.clone(), y.clone());
+        thread::spawn(move || {
+            netlink::enter_netns(&ny).unwrap();
+            let mut umem = Umem::new(UmemConfig::default()).unwrap();
+            let py = XdpProgram::attach(&y, &filtered()).unwrap();
+            let mut sy = AfXdpPort::open(&mut umem, &py, &AfXdpConfig::default()).unwrap();
+            let server = UdpSocket::bind("10.79.0.2:7000").unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            // IPv4 (after ARP, also passed) reaches y's stack.
+            let mut buf = [0u8; 64];
+            let (n, _) = server
+                .recv_from(&mut buf)
+                .expect("IPv4 was not passed to the stack");
+            assert_eq!(&buf[..n], b"via the stack");
+            // The 0x88b5 frame reaches the socket; nothing else does.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut b = Batch::new();
+            let mut seen = Vec::new();
+            while Instant::now() < deadline && !seen.contains(&[0x88, 0xb5]) {
+                sy.rx_burst(&mut umem, &mut b);
+                seen.extend(b.frames().iter().map(|f| {
+                    let d = umem.data(f);
+                    [d[12], d[13]]
+                }));
+                umem.free_batch(&mut b);
+            }
+            seen
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("receiver setup failed");
+    in_ns(&nx, move || {
+        let client = UdpSocket::bind("10.79.0.1:0").unwrap();
+        client.send_to(b"via the stack", "10.79.0.2:7000").unwrap();
+        let mut umem = Umem::new(UmemConfig::default()).unwrap();
+        let px = XdpProgram::attach(&x, &filtered()).unwrap();
+        let mut sx = AfXdpPort::open(&mut umem, &px, &AfXdpConfig::default()).unwrap();
+        let mut frame = umem.alloc().unwrap();
+        umem.set_len(&mut frame, 60).unwrap();
+        let d = umem.data_mut(&frame);
+        d.fill(0x77);
+        d[..6].copy_from_slice(&[0xff; 6]);
+        d[12..14].copy_from_slice(&[0x88, 0xb5]);
+        let mut b = Batch::new();
+        b.push(frame).unwrap();
+        assert_eq!(sx.tx_burst(&mut umem, &mut b), 1);
+        // Keep the socket (and its TX) alive until the frame is surely out.
+        thread::sleep(Duration::from_millis(200));
+    });
+    let seen = receiver.join().expect("receiver failed");
+    assert!(
+        seen.contains(&[0x88, 0xb5]),
+        "0x88b5 frame never reached the socket: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|t| *t != [0x08, 0x00] && *t != [0x08, 0x06]),
+        "IPv4/ARP reached the socket: {seen:?}"
+    );
+}

@@ -523,12 +523,14 @@ impl Port for AfXdpPort {
         self.check_umem(umem);
         self.reap(umem);
         self.refill(umem);
+        let before = batch.len();
         let t = self.sock.rx.peek(batch.space() as u32);
         let n = t.len();
         for i in 0..n {
             let d = t.read(i);
             match umem.frame_from_desc(d.addr, d.len) {
                 Some(f) => {
+                    self.stats.rx_packets += 1;
                     self.stats.rx_bytes += d.len as u64;
                     // Cannot fail: peeked at most `space` entries.
                     let _ = batch.push(f);
@@ -537,11 +539,10 @@ impl Port for AfXdpPort {
             }
         }
         t.release();
-        self.stats.rx_packets += n as u64;
         if n == 0 && self.sock.fill.needs_wakeup() {
             socket::kick_rx(self.sock.fd.as_raw_fd());
         }
-        n as usize
+        batch.len() - before
     }
 
     fn tx_burst(&mut self, umem: &mut Umem, batch: &mut Batch) -> usize {
