@@ -40,16 +40,24 @@
 //! One [`Shard`] per worker, owned (`&mut`), no locks, no shared written
 //! lines on the established path. Requests and replies of one connection
 //! may arrive on different workers (different RSS queues, NAT-changed
-//! tuples). [`cross::Directory`] is a read-mostly ownership directory: one
-//! partition of `AtomicU64` fingerprints per worker, written only by its
-//! worker, only on connection create/delete, holding both tuples of every
-//! connection it owns. A worker receiving a packet asks
-//! [`cross::Directory::owner_of`] and, if another worker owns it, hands the
-//! *packet* over a [`cross::HandoffRing`] (bounded, lock-free SPSC); unknown
-//! packets are new and stay local. Port slices (VPP nat44-ed) were rejected
-//! because they cannot route DNAT-only replies and would change OVS's
-//! source-port choices; see [`cross`] for the argument. The single-shard
-//! API ([`Shard::execute`]) is what replay and differential tests use.
+//! tuples). Three pieces in [`cross`]:
+//! * [`cross::Directory`], a read-mostly ownership directory: one partition
+//!   of `AtomicU64` tuple fingerprints per worker, written only by that
+//!   worker and only on connection create/delete, holding both tuples of
+//!   every connection it owns. [`cross::Directory::owner_of`] is the
+//!   owner-selection function: a worker receiving a packet asks it and, if
+//!   another worker owns the connection, hands the *packet* over;
+//!   unknown packets are new and stay local (this worker becomes owner).
+//! * Port slices ([`cross::port_slice_owner`]): worker `w` of `n` only
+//!   hands out SNAT ports with `port % n == w`, so translated tuples are
+//!   unique across workers without coordination (VPP nat44-ed's idea);
+//!   DNAT's rare port searches also consult the directory.
+//! * [`cross::HandoffRing`]/[`cross::HandoffMesh`]: bounded lock-free SPSC
+//!   rings (`crossbeam_queue::ArrayQueue`), one per ordered worker pair.
+//!
+//! A single shard (no directory) reproduces OVS exactly, including source
+//! port choices; the single-shard API ([`Shard::execute`]) is what replay
+//! and differential tests use.
 //!
 //! # Memory
 //! A connection costs one 112-byte slot (both keys, TCP windows, NAT kind,
@@ -72,7 +80,7 @@ pub mod stats;
 mod table;
 
 pub use config::{CtConfig, Timeouts};
-pub use cross::{Directory, HandoffMesh, HandoffRing, owner_tuple};
+pub use cross::{Directory, HandoffMesh, HandoffRing, owner_tuple, port_slice_owner};
 pub use dump::ConnDump;
 pub use proto::tcp::TcpState;
 pub use shard::{INDEX_BYTES_PER_CONN, Shard};
