@@ -174,7 +174,7 @@ fn dp_actions(actions: &[DpAction], ports: &PortMap) -> String {
                 }
                 let _ = write!(s, "zone={}", call.zone);
                 if let Some(n) = &call.nat {
-                    let _ = write!(s, ",nat({n:?})");
+                    let _ = write!(s, ",{}", nat_text(n));
                 }
                 if let Some((v, m)) = call.set_mark {
                     let _ = write!(s, ",mark={v:#x}/{m:#x}");
@@ -367,4 +367,34 @@ fn value_text(f: &datapath::pipeline::fields::FieldDef, v: u128) -> String {
         Format::Hex => format!("{v:#x}"),
         _ => v.to_string(),
     }
+}
+
+fn nat_text(n: &conntrack::NatSpec) -> String {
+    let (kind, r) = match n {
+        conntrack::NatSpec::Existing => return "nat".into(),
+        conntrack::NatSpec::Src(r) => ("src", r),
+        conntrack::NatSpec::Dst(r) => ("dst", r),
+    };
+    let ip = |a: u32| std::net::Ipv4Addr::from(a).to_string();
+    let mut s = format!("nat({kind}={}", ip(r.addr_min));
+    if r.addr_max != r.addr_min {
+        let _ = write!(s, "-{}", ip(r.addr_max));
+    }
+    if r.port_min != 0 {
+        let _ = write!(s, ":{}", r.port_min);
+        if r.port_max != r.port_min {
+            let _ = write!(s, "-{}", r.port_max);
+        }
+    }
+    for (on, name) in [
+        (r.random, "random"),
+        (r.hash, "hash"),
+        (r.persistent, "persistent"),
+    ] {
+        if on {
+            let _ = write!(s, ",{name}");
+        }
+    }
+    s.push(')');
+    s
 }

@@ -184,7 +184,7 @@ pub fn xlate<P: PortSet + ?Sized>(
 
 impl<P: PortSet + ?Sized> Ctx<'_, P> {
     fn note(&mut self, text: impl FnOnce() -> String) {
-        let depth = self.depth;
+        let depth = self.indent;
         if let Some(t) = self.trace.as_deref_mut() {
             t.push(TraceEvent::Note {
                 depth,
@@ -264,7 +264,7 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
             if self.out.error.is_some() {
                 return;
             }
-            let depth = self.depth;
+            let depth = self.indent;
             if let Some(t) = self.trace.as_deref_mut() {
                 t.push(TraceEvent::Action {
                     depth,
