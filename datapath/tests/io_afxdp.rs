@@ -498,3 +498,41 @@ fn pass_filter_sends_listed_ethertypes_to_the_stack() {
         "IPv4/ARP reached the socket: {seen:?}"
     );
 }
+
+#[test]
+fn stale_pinned_link_is_detached_and_unpinned() {
+    if skip_without_afxdp() {
+        return;
+    }
+    // Pinning needs bpffs; mount it if nobody has (harmless, idempotent).
+    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounted
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        io_common::run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]);
+    }
+    let t = Topo::new(1);
+    let a = t.a.clone();
+    in_ns(&t.dut_ns, move || {
+        let pin = XdpProgram::attach_pinned_for_test(&a, XdpMode::Native).unwrap();
+        // The pin keeps the link (and program) alive with no fd open.
+        assert!(pin.exists());
+        let st = netlink::xdp_state(netlink::ifindex(&a).unwrap()).unwrap();
+        assert_eq!(st.programs().count(), 1);
+        let prog = XdpProgram::attach(
+            &a,
+            &XdpConfig {
+                mode: XdpMode::Native,
+                ..XdpConfig::default()
+            },
+        )
+        .expect("stale pinned link not cleaned up");
+        assert!(!pin.exists(), "pin not removed");
+        drop(prog);
+        let st = netlink::xdp_state(netlink::ifindex(&a).unwrap()).unwrap();
+        assert_eq!(st.programs().count(), 0);
+    });
+    // Leave bpffs as found (removes the directory only if empty).
+    let _ = std::fs::remove_dir(datapath::io::afxdp::PIN_DIR);
+}

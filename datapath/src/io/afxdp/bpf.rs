@@ -41,6 +41,7 @@ const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_OBJ_PIN: libc::c_int = 6;
 const BPF_OBJ_GET: libc::c_int = 7;
 const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
@@ -350,6 +351,23 @@ pub(crate) fn link_detach(link: &OwnedFd) -> io::Result<()> {
         link_fd: link.as_raw_fd() as u32,
     };
     sys_bpf(BPF_LINK_DETACH, &mut a).map(drop)
+}
+
+/// Pin a BPF object (here: a link) at `path` on bpffs.
+pub(crate) fn obj_pin(fd: &OwnedFd, path: &std::ffi::CStr) -> io::Result<()> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Attr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let mut a = Attr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        ..Attr::default()
+    };
+    sys_bpf(BPF_OBJ_PIN, &mut a).map(drop)
 }
 
 /// Open a pinned BPF object.

@@ -267,6 +267,28 @@ impl XdpProgram {
         Ok(st.programs().next().map(|p| p.0).unwrap_or(0))
     }
 
+    /// Attach flowpath's program through a BPF link and pin the link at
+    /// [`pin_path`] (bpffs must be mounted at `/sys/fs/bpf`), then close
+    /// every fd: the link outlives the process, as a pinned one left by
+    /// tooling would. For tests of the stale-link cleanup.
+    #[doc(hidden)]
+    pub fn attach_pinned_for_test(ifname: &str, mode: XdpMode) -> io::Result<std::path::PathBuf> {
+        let ifindex = netlink::ifindex(ifname)?;
+        let map = bpf::create_xskmap(4)?;
+        let prog = bpf::load_program(&bpf::program(map.as_raw_fd(), &[]))?;
+        let flags = match mode {
+            XdpMode::Skb => bpf::XDP_FLAGS_SKB_MODE,
+            _ => bpf::XDP_FLAGS_DRV_MODE,
+        };
+        let link = bpf::link_xdp(&prog, ifindex, flags)?;
+        std::fs::create_dir_all(PIN_DIR)?;
+        let path = pin_path(ifname);
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        bpf::obj_pin(&link, &c)?;
+        Ok(path)
+    }
+
     /// The mode the program actually runs in (never `Auto`).
     pub fn mode(&self) -> XdpMode {
         self.mode
@@ -296,14 +318,14 @@ fn tracing_like_log(msg: &str) {
 pub const PIN_DIR: &str = "/sys/fs/bpf/flowpath";
 
 /// Detach flowpath programs left on `ifindex` by a crashed run: attached
-/// by netlink (no link), or held by a link pinned under [`PIN_DIR`].
+/// by netlink (no link), or held by a link pinned at [`pin_path`].
 /// Refuses to touch other programs, and reports a live link as `Busy`.
 fn cleanup_stale(ifname: &str, ifindex: u32) -> Result<(), AfXdpError> {
     let sys = |op| {
         let ifname = ifname.to_string();
         move |source| AfXdpError::Sys { ifname, op, source }
     };
-    unpin_stale_links(ifindex);
+    unpin_stale_link(ifname, ifindex);
     let st = netlink::xdp_state(ifindex).map_err(sys("query XDP state"))?;
     for (id, flags) in st.programs() {
         let name = bpf::prog_name_by_id(id).unwrap_or_default();
@@ -329,27 +351,37 @@ fn cleanup_stale(ifname: &str, ifindex: u32) -> Result<(), AfXdpError> {
     Ok(())
 }
 
-fn unpin_stale_links(ifindex: u32) {
-    let Ok(dir) = std::fs::read_dir(PIN_DIR) else {
+/// Where a pinned XDP link for `ifname` would live: `PIN_DIR/xdp-<ifname>`.
+/// flowpath never pins its own links (they must die with the process);
+/// this is the conventional place tooling or older versions used.
+pub fn pin_path(ifname: &str) -> std::path::PathBuf {
+    std::path::Path::new(PIN_DIR).join(format!("xdp-{ifname}"))
+}
+
+/// Detach and unpin a flowpath XDP link pinned at [`pin_path`] for this
+/// interface. Only that one path is examined: link info carries an ifindex
+/// but no namespace, so scanning every pin could hit another namespace's
+/// interface with the same index.
+fn unpin_stale_link(ifname: &str, ifindex: u32) {
+    let path = pin_path(ifname);
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return;
     };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        let Ok(fd) = bpf::obj_get(&c) else { continue };
-        // struct bpf_link_info: type, id, prog_id, pad, then xdp.ifindex.
-        let mut info = [0u8; 24];
-        if bpf::obj_info(&fd, &mut info).is_err() {
-            continue;
-        }
-        let ty = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-        let ifi = u32::from_ne_bytes([info[16], info[17], info[18], info[19]]);
-        if ty == bpf::BPF_LINK_TYPE_XDP && ifi == ifindex && bpf::link_detach(&fd).is_ok() {
-            let _ = std::fs::remove_file(&path);
-            tracing_like_log(&format!("removed stale pinned XDP link {}", path.display()));
-        }
+    let Ok(fd) = bpf::obj_get(&c) else { return };
+    // struct bpf_link_info: type, id, prog_id, pad, then xdp.ifindex.
+    let mut info = [0u8; 24];
+    if bpf::obj_info(&fd, &mut info).is_err() {
+        return;
+    }
+    let word = |o: usize| u32::from_ne_bytes([info[o], info[o + 1], info[o + 2], info[o + 3]]);
+    let ours = bpf::prog_name_by_id(word(8)).is_ok_and(|n| n == bpf::PROG_NAME);
+    if word(0) == bpf::BPF_LINK_TYPE_XDP
+        && word(16) == ifindex
+        && ours
+        && bpf::link_detach(&fd).is_ok()
+    {
+        let _ = std::fs::remove_file(&path);
+        tracing_like_log(&format!("removed stale pinned XDP link {}", path.display()));
     }
 }
 
