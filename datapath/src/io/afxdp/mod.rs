@@ -523,17 +523,24 @@ impl AfXdpPort {
     /// Top up the fill ring from the UMEM's free chunks.
     #[inline]
     fn refill(&mut self, umem: &mut Umem) {
-        let want = self.sock.fill.free(1).min(umem.free_count() as u32);
+        // Always reload the kernel's consumer index (one Acquire load per
+        // burst): a stale cached count would under-fill the ring.
+        let want = self.sock.fill.free(u32::MAX).min(umem.free_count() as u32);
         if want == 0 {
             return;
         }
         let mut t = self.sock.fill.reserve(want);
-        for i in 0..t.len() {
-            // Cannot fail: clamped to free_count above.
-            let chunk = umem.alloc_chunk().unwrap_or(0);
-            t.write(i, chunk);
+        let mut n = 0;
+        while n < t.len() {
+            // Clamped to free_count above, so this always yields; never
+            // post a made-up address (the kernel would write into it).
+            let Some(chunk) = umem.alloc_chunk() else {
+                break;
+            };
+            t.write(n, chunk);
+            n += 1;
         }
-        t.commit();
+        t.commit_n(n);
     }
 
     #[inline]
