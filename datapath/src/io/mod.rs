@@ -215,7 +215,9 @@ pub trait Port {
     /// are removed (the port owns them until the device is done, then they
     /// return to `umem`'s free list); frames the port could not take
     /// (device busy, ring full) stay at the front of `batch`, in order, for
-    /// the caller to retry or free. Returns how many were sent.
+    /// the caller to retry or free. Returns how many were taken: sent, or
+    /// consumed by an error that retrying cannot fix (counted in
+    /// [`PortStats::errors`]).
     fn tx_burst(&mut self, umem: &mut Umem, batch: &mut Batch) -> usize;
 
     /// A snapshot of the port's counters.
