@@ -228,6 +228,20 @@ pub trait Port {
 mod tests {
     use super::*;
 
+    /// Workers are spawned per core and take their UMEM and ports with
+    /// them; the XDP program is shared between workers.
+    #[test]
+    fn ownership_crosses_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Umem>();
+        send::<Batch>();
+        send::<afxdp::AfXdpPort>();
+        send::<tap::TapPort>();
+        send::<memory::MemoryPort>();
+        send_sync::<afxdp::XdpProgram>();
+    }
+
     #[test]
     fn batch_push_pop_and_partial_consume_keep_order() {
         let mut umem = Umem::new(UmemConfig {
