@@ -1,0 +1,84 @@
+//! Pipeline benchmarks on the seeds' NodePort ETP Cluster chain (three
+//! conntrack zones, SNAT to the gateway IP, endpoint DNAT): an established
+//! client data packet, (a) through the plain interpreter (translate every
+//! pass) and (b) through the per-core megaflow cache. (a) is the baseline
+//! the cache is measured against, in the same run.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datapath::pipeline::exec::{Engine, ExecStats};
+use datapath::pipeline::{Pipeline, parse};
+use datapath::replay::{self, PortMap, Replayer, Step};
+
+fn scenario() -> (Pipeline, PortMap, Vec<Step>) {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/nodeport_etp_cluster");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("scenario file");
+    let flows = parse::parse_flows("flows.txt", &read("flows.txt")).expect("flows parse");
+    let groups = parse::parse_groups("groups.txt", &read("groups.txt")).expect("groups parse");
+    let ports = PortMap::parse(read("ports.txt").trim()).expect("ports");
+    let steps = replay::parse_steps("steps.txt", &read("steps.txt"), &ports).expect("steps");
+    (Pipeline::new(flows, groups), ports, steps)
+}
+
+fn nodeport_established(c: &mut Criterion) {
+    let (p, ports, steps) = scenario();
+    // The handshake and first data exchange: steps up to the first @ct.
+    let prefix: Vec<Step> = steps
+        .iter()
+        .take_while(|s| !matches!(s, Step::Ct(_)))
+        .cloned()
+        .collect();
+    // The client's data packet (PSH|ACK) that follows: an established packet.
+    let data = steps
+        .iter()
+        .skip(prefix.len())
+        .find_map(|s| match s {
+            Step::Packet { port, bytes } if port == "uplink" => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("a client data packet");
+    let in_port = ports.resolve("uplink").expect("uplink");
+    let numbers = ports.numbers();
+    let mut g = c.benchmark_group("nodeport_chain_established");
+    g.throughput(Throughput::Elements(1));
+    for cached in [false, true] {
+        let mut r = Replayer::new(&p, &ports);
+        if cached {
+            r = r.with_cache();
+        }
+        r.run(&prefix);
+        let mut stats = ExecStats::default();
+        let mut cache = r.cache.take();
+        let mut buf = data.clone();
+        let mut outs = 0u64;
+        let mut run_once = |buf: &mut Vec<u8>, outs: &mut u64| {
+            buf.copy_from_slice(&data);
+            let mut sink = |_p: u32, _b: &[u8]| *outs += 1;
+            let mut e = Engine {
+                pipeline: &p,
+                ports: &numbers[..],
+                ct: &mut r.ct,
+                now_ms: r.now_ms,
+                stats: &mut stats,
+                cache: cache.as_mut(),
+            };
+            e.process(buf, in_port, &mut sink, None);
+        };
+        run_once(&mut buf, &mut outs);
+        assert_eq!(outs, 1, "the established packet is forwarded once");
+        g.bench_function(
+            if cached {
+                "megaflow_cache"
+            } else {
+                "interpreter"
+            },
+            |b| b.iter(|| run_once(&mut buf, &mut outs)),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, nodeport_established);
+criterion_main!(benches);
