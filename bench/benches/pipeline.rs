@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use datapath::pipeline::exec::{Engine, ExecStats};
+use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
 use datapath::pipeline::{Pipeline, parse};
 use datapath::replay::{self, PortMap, Replayer, Step};
 
@@ -52,6 +52,7 @@ fn nodeport_established(c: &mut Criterion) {
         let mut stats = ExecStats::default();
         let mut cache = r.cache.take();
         let mut buf = data.clone();
+        let mut scratch = Scratch::default();
         let mut outs = 0u64;
         let mut run_once = |buf: &mut Vec<u8>, outs: &mut u64| {
             buf.copy_from_slice(&data);
@@ -63,6 +64,7 @@ fn nodeport_established(c: &mut Criterion) {
                 now_ms: r.now_ms,
                 stats: &mut stats,
                 cache: cache.as_mut(),
+                scratch: &mut scratch,
             };
             e.process(buf, in_port, &mut sink, None);
         };

@@ -13,7 +13,7 @@ use conntrack::Shard;
 use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
-use crate::pipeline::exec::{Engine, ExecStats, TracePass};
+use crate::pipeline::exec::{Engine, ExecStats, Scratch, TracePass};
 
 /// Port names and numbers of a replay.
 #[derive(Debug, Clone, Default)]
@@ -253,6 +253,7 @@ pub struct Replayer<'a> {
     pub stats: ExecStats,
     /// Flow cache, when replaying through the cached path.
     pub cache: Option<MegaflowCache>,
+    scratch: Scratch,
 }
 
 impl<'a> Replayer<'a> {
@@ -266,6 +267,7 @@ impl<'a> Replayer<'a> {
             now_ms: REPLAY_EPOCH_MS,
             stats: ExecStats::default(),
             cache: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -296,6 +298,7 @@ impl<'a> Replayer<'a> {
                     now_ms: self.now_ms,
                     stats: &mut self.stats,
                     cache: self.cache.as_mut(),
+                    scratch: &mut self.scratch,
                 };
                 eng.process(&mut pkt, in_port, &mut sink, trace);
                 StepResult::Packet {

@@ -78,6 +78,16 @@ pub struct Engine<'a, P: PortSet + ?Sized> {
     pub stats: &'a mut ExecStats,
     /// Flow cache; `None` translates every pass.
     pub cache: Option<&'a mut MegaflowCache>,
+    /// Buffers for forked recirculations.
+    pub scratch: &'a mut Scratch,
+}
+
+/// One reusable buffer per recirculation depth, for `ct(table=N)` forks that
+/// are not the pass's last action (a last-action recirculation reuses the
+/// packet itself). After the first few packets nothing here allocates.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    bufs: [Vec<u8>; MAX_RECIRC_DEPTH as usize + 1],
 }
 
 impl<P: PortSet + ?Sized> Engine<'_, P> {
@@ -243,24 +253,45 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             continue;
                         }
                         self.stats.recircs += 1;
-                        let mut clone = pkt.to_vec();
                         let mut k2 = FlowKey::ZERO;
                         let in_port = r.frozen.get(slot::IN_PORT) as u32;
-                        let Ok(l2) = extract::extract(&clone, in_port, &mut k2) else {
+                        let Ok(l2) = extract::extract(pkt, in_port, &mut k2) else {
                             continue;
                         };
                         restore_metadata(&mut k2, &r.frozen, r.table, md);
                         let mut md2 = *md;
-                        self.pass(
-                            &mut clone,
-                            &l2,
-                            k2,
-                            r.table,
-                            &mut md2,
-                            recirc_depth + 1,
-                            sink,
-                            trace,
-                        );
+                        if ai == n_actions {
+                            // Last action: the packet itself recirculates
+                            // (no copy), as in dpif-netdev.
+                            self.pass(
+                                pkt,
+                                &l2,
+                                k2,
+                                r.table,
+                                &mut md2,
+                                recirc_depth + 1,
+                                sink,
+                                trace,
+                            );
+                        } else {
+                            // A fork: the copy goes into this depth's scratch
+                            // buffer (allocated once, reused for every packet).
+                            let d = recirc_depth as usize;
+                            let mut buf = std::mem::take(&mut self.scratch.bufs[d]);
+                            buf.clear();
+                            buf.extend_from_slice(pkt);
+                            self.pass(
+                                &mut buf,
+                                &l2,
+                                k2,
+                                r.table,
+                                &mut md2,
+                                recirc_depth + 1,
+                                sink,
+                                trace,
+                            );
+                            self.scratch.bufs[d] = buf;
+                        }
                     }
                 }
             }
