@@ -60,9 +60,9 @@
 //! and differential tests use.
 //!
 //! # Memory
-//! A connection costs one 112-byte slot (both keys, TCP windows, NAT kind,
-//! timers, mark, label) plus four 8-byte index cells (two keys at load
-//! factor 1/2): 144 bytes, within the 256-byte budget.
+//! A connection costs one 128-byte slot (two cache lines: both keys, TCP
+//! windows, NAT kind, timers, mark, label) plus four 8-byte index cells (two
+//! keys at load factor 1/2): 160 bytes, within the 256-byte budget.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
