@@ -360,14 +360,22 @@ const EXPECTED_LOG: &[&str] = &[
     "Max recirculation depth exceeded",
     "over max translation depth",
     "ofproto_dpif_upcall",
-    // NAT with no free tuple (e.g. ICMP or a fixed dst port colliding):
-    // OVS drops the packet; flowpath must do the same.
-    "Unable to NAT due to tuple space exhaustion",
+    // NAT with no free tuple (e.g. ICMP or a fixed dst port colliding).
+    // See NAT_EXHAUSTION below: a documented deviation.
+    NAT_EXHAUSTION,
 ];
+
+/// OVS's log line when `nat(...)` finds no free tuple. OVS then lets the
+/// packet continue un-NATed as `+new+trk`; flowpath drops it and counts
+/// `ct_nat_exhausted` (a documented, tested deviation: see
+/// tests/tests/deviations.rs). Cases where OVS hit it are not compared.
+const NAT_EXHAUSTION: &str = "Unable to NAT due to tuple space exhaustion";
 
 struct Run {
     cases: usize,
     rejected: usize,
+    /// Cases not compared because OVS hit a documented deviation.
+    deviations: usize,
     stats: Stats,
     failures: Vec<String>,
     log_notes: Vec<String>,
@@ -379,6 +387,7 @@ fn run(seed: u64, range: std::ops::Range<u64>, with_flowpath: bool) -> Run {
     let mut out = Run {
         cases: 0,
         rejected: 0,
+        deviations: 0,
         stats: Stats::default(),
         failures: Vec::new(),
         log_notes: Vec::new(),
@@ -408,10 +417,16 @@ fn run(seed: u64, range: std::ops::Range<u64>, with_flowpath: bool) -> Run {
             }
             Err(e) => panic!("case {i}: OVS side failed: {e}\nflows:\n{}", case.flows),
         };
+        let mut deviation = false;
         for l in sw.new_log_problems().unwrap() {
+            deviation |= l.contains(NAT_EXHAUSTION);
             if !EXPECTED_LOG.iter().any(|x| l.contains(x)) {
                 out.log_notes.push(format!("case {i}: {l}"));
             }
+        }
+        if deviation {
+            out.deviations += 1;
+            continue;
         }
         out.cases += 1;
         let steps = parse_steps(&case.steps).unwrap();
@@ -469,9 +484,10 @@ fn differential_random() {
     let t = std::time::Instant::now();
     let r = run(seed, range, true);
     println!(
-        "differential_random: {} cases ({} rejected by ovs-ofctl), {} packets ({} outputs) and {} ct dumps compared x 2 modes, seed {seed:#x}, {:?}",
+        "differential_random: {} cases ({} rejected by ovs-ofctl, {} skipped as documented NAT-exhaustion deviations), {} packets ({} outputs) and {} ct dumps compared x 2 modes, seed {seed:#x}, {:?}",
         r.cases,
         r.rejected,
+        r.deviations,
         r.stats.packets / 2,
         r.stats.outputs / 2,
         r.stats.ct_dumps / 2,
@@ -480,6 +496,11 @@ fn differential_random() {
     for n in &r.log_notes {
         println!("ovs-vswitchd: {n}");
     }
+    assert!(
+        r.deviations * 20 <= r.cases.max(1),
+        "too many cases skipped as deviations: {}",
+        r.deviations
+    );
     assert!(
         r.failures.is_empty(),
         "{} mismatching case runs:\n\n{}",
