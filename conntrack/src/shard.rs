@@ -190,6 +190,11 @@ impl Shard {
 
     /// Run one `ct()` action for `pkt`, updating `md` as OVS updates the
     /// packet's metadata. `now_ms` is the conntrack clock.
+    ///
+    /// Cost with 1 M connections (bench `ct`, shared 2-core VM): ~590 ns
+    /// per established packet alone, ~325 ns in [`Shard::execute_burst`],
+    /// against ~140 ns for a bare hashbrown lookup in the same run; ~500 ns
+    /// per new SNAT connection.
     pub fn execute(
         &mut self,
         pkt: &CtPacket,
@@ -277,7 +282,8 @@ impl Shard {
             // Pass 2: the connections they point to.
             for &s in &slots[..chunk.len()] {
                 if let Some(c) = self.table.conns.get(s as usize) {
-                    acc = acc.wrapping_add(c.expiration);
+                    // Both cache lines of the slot.
+                    acc = acc.wrapping_add(c.expiration ^ c.qexp);
                 }
             }
             // Pass 3: the real work, on warm lines.

@@ -181,13 +181,24 @@ impl Table {
         }
     }
 
-    /// The slot the home cell of `key` points to, if its tag matches: a
-    /// plain load used to start a burst's cache misses early.
+    /// The slot the first cells of `key`'s probe sequence point to with a
+    /// matching tag (up to 4 cells): a plain load used to start a burst's
+    /// cache misses early.
     #[inline]
     pub fn home_slot(&self, key: &Key) -> Option<u32> {
         let tag = self.tag_of(key);
-        let e = self.index[tag as usize & self.mask];
-        (e >> 33 == tag).then(|| (e as u32).wrapping_sub(1))
+        let mut pos = tag as usize & self.mask;
+        for _ in 0..4 {
+            let e = self.index[pos];
+            if e == 0 {
+                return None;
+            }
+            if e >> 33 == tag {
+                return Some((e as u32).wrapping_sub(1));
+            }
+            pos = (pos + 1) & self.mask;
+        }
+        None
     }
 
     /// Take a free slot.
