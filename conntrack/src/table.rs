@@ -45,13 +45,13 @@ pub(crate) enum NatKind {
     Empty,
 }
 
-/// One connection: two cache lines, aligned so a slot never straddles a
-/// third. The first line holds everything the established UDP/ICMP path
+/// One connection: two cache lines, 128-byte aligned so a slot is one
+/// buddy pair for the adjacent-line prefetcher and never straddles a third. The first line holds everything the established UDP/ICMP path
 /// reads and writes (keys, expiration, mark, small state); the second the
 /// label, the TCP windows and the sweeper's `qexp`. The index adds 4 cells x
 /// 8 bytes.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
+#[repr(C, align(128))]
 pub(crate) struct Conn {
     /// `keys[0]`: original direction; `keys[1]`: reply direction.
     pub keys: [Key; 2],
