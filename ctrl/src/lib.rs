@@ -6,3 +6,5 @@
 pub mod load;
 pub mod replay;
 pub mod trace;
+pub mod compile;
+pub mod config;

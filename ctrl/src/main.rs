@@ -80,6 +80,20 @@ enum Cmd {
         #[arg(long)]
         groups: Option<PathBuf>,
     },
+    /// Compile a node's Services into flows and groups and print them
+    /// (`ovs-ofctl add-flows`/`add-groups` text), without running anything.
+    Compile {
+        /// Node description (node.toml).
+        #[arg(long)]
+        node: PathBuf,
+        /// Service and EndpointSlice manifests (files or directories of
+        /// *.yaml), as `kubectl get svc,endpointslices -o yaml` prints them.
+        #[arg(long, required = true, num_args = 1..)]
+        services: Vec<PathBuf>,
+        /// Write the groups here instead of after the flows on stdout.
+        #[arg(long)]
+        groups_out: Option<PathBuf>,
+    },
     /// Print the loaded flows the way `ovs-ofctl --no-stats dump-flows` does.
     DumpFlows {
         /// Flows file.
@@ -164,6 +178,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.flows.len(),
                 p.groups.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Compile {
+            node,
+            services,
+            groups_out,
+        } => {
+            let node = ctrl::config::NodeConfig::load(&node)?;
+            let manifests = ctrl::config::Manifests::load(&services)?;
+            let c = ctrl::compile::compile(&node, &manifests)?;
+            for w in &c.warnings {
+                eprintln!("flowpath: warning: {w}");
+            }
+            print!("{}", c.flows_text());
+            match groups_out {
+                Some(path) => std::fs::write(&path, c.groups_text())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => print!("{}", c.groups_text()),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::DumpFlows { flows, table } => {
