@@ -15,6 +15,15 @@ use std::sync::Arc;
 
 const NAT_BITS: u8 = cs::SNAT | cs::DNAT;
 
+/// A zone limit and the connections it admitted (OVS `struct zone_limit`).
+#[derive(Debug, Clone, Copy)]
+struct ZoneLimit {
+    limit: u32,
+    count: u32,
+    /// Distinguishes re-created limits (OVS `zone_limit_seq`).
+    seq: u32,
+}
+
 /// One core's connection table (see the crate docs for a packet's walk).
 #[derive(Debug)]
 pub struct Shard {
@@ -22,10 +31,12 @@ pub struct Shard {
     /// Expiry list per (policy, timeout class).
     policies: Vec<[u8; N_TM]>,
     zone_policy: hashbrown::HashMap<u16, u8>,
-    /// Live connections per zone (cold path only: create/free).
-    zone_count: hashbrown::HashMap<u16, u32>,
-    zone_limits: hashbrown::HashMap<u16, u32>,
-    default_zone_limit: Option<u32>,
+    /// Per-zone limits (cold path only: create/free).
+    zone_limits: hashbrown::HashMap<u16, ZoneLimit>,
+    /// The default limit: one pool shared by every zone without its own
+    /// limit, as in OVS 3.1 userspace (`zone_limit_lookup_or_default`).
+    default_limit: Option<ZoneLimit>,
+    limit_seq: u32,
     seq_check: bool,
     reap_per_call: u32,
     counters: CtCounters,
@@ -57,6 +68,15 @@ fn l4_proto_ok(pkt: &CtPacket) -> bool {
 impl Shard {
     /// A shard with `config`; all memory is allocated here.
     pub fn new(config: CtConfig) -> Shard {
+        let mut sh = Shard::build(&config);
+        sh.set_default_zone_limit(config.default_zone_limit);
+        for &(z, l) in &config.zone_limits {
+            sh.set_zone_limit(z, Some(l));
+        }
+        sh
+    }
+
+    fn build(config: &CtConfig) -> Shard {
         let mut table = Table::new(config.capacity, config.seed);
         let mut all: Vec<Timeouts> = vec![config.timeouts];
         let mut zone_policy = hashbrown::HashMap::new();
@@ -97,9 +117,9 @@ impl Shard {
             table,
             policies,
             zone_policy,
-            zone_count: hashbrown::HashMap::with_capacity(256),
-            zone_limits: config.zone_limits.iter().copied().collect(),
-            default_zone_limit: config.default_zone_limit,
+            zone_limits: hashbrown::HashMap::with_capacity(64),
+            default_limit: None,
+            limit_seq: 0,
             seq_check: config.tcp_seq_check,
             reap_per_call: config.reap_per_call,
             counters: CtCounters::default(),
@@ -158,21 +178,65 @@ impl Shard {
     }
 
     /// Set or clear `zone`'s connection limit (`dpctl/ct-set-limits`).
+    /// As in OVS, changing an existing limit keeps its count; a new limit
+    /// starts at 0 (connections admitted before it are not counted).
     pub fn set_zone_limit(&mut self, zone: u16, limit: Option<u32>) {
         match limit {
-            Some(l) => self.zone_limits.insert(zone, l),
-            None => self.zone_limits.remove(&zone),
-        };
+            Some(l) => {
+                if let Some(z) = self.zone_limits.get_mut(&zone) {
+                    z.limit = l;
+                } else {
+                    self.limit_seq += 1;
+                    let zl = ZoneLimit {
+                        limit: l,
+                        count: 0,
+                        seq: self.limit_seq,
+                    };
+                    self.zone_limits.insert(zone, zl);
+                }
+            }
+            None => {
+                self.zone_limits.remove(&zone);
+            }
+        }
     }
 
-    /// Set or clear the default zone limit.
+    /// Set or clear the default zone limit. In OVS 3.1 userspace it is a
+    /// single pool: all zones without their own limit share its count.
     pub fn set_default_zone_limit(&mut self, limit: Option<u32>) {
-        self.default_zone_limit = limit;
+        match (limit, &mut self.default_limit) {
+            (Some(l), Some(d)) => d.limit = l,
+            (Some(l), None) => {
+                self.limit_seq += 1;
+                self.default_limit = Some(ZoneLimit {
+                    limit: l,
+                    count: 0,
+                    seq: self.limit_seq,
+                });
+            }
+            (None, _) => self.default_limit = None,
+        }
     }
 
-    /// Connections counted against `zone`'s limit.
+    /// `(limit, count)` that applies to `zone` (its own, else the default),
+    /// as `dpctl/ct-get-limits` reports it.
+    pub fn zone_limit(&self, zone: u16) -> Option<(u32, u32)> {
+        self.zone_limits
+            .get(&zone)
+            .or(self.default_limit.as_ref())
+            .map(|z| (z.limit, z.count))
+    }
+
+    /// Connections counted against the limit that applies to `zone`.
     pub fn zone_count(&self, zone: u16) -> u32 {
-        self.zone_count.get(&zone).copied().unwrap_or(0)
+        self.zone_limit(zone).map_or(0, |(_, c)| c)
+    }
+
+    fn limit_of(&mut self, zone: u16) -> Option<&mut ZoneLimit> {
+        match self.zone_limits.get_mut(&zone) {
+            Some(z) => Some(z),
+            None => self.default_limit.as_mut(),
+        }
     }
 
     fn random(&mut self) -> u32 {
@@ -617,13 +681,8 @@ impl Shard {
             return None;
         }
         let zone = key.zone;
-        let limit = self
-            .zone_limits
-            .get(&zone)
-            .copied()
-            .or(self.default_zone_limit);
-        if let Some(limit) = limit {
-            if self.zone_count(zone) >= limit {
+        if let Some((limit, count)) = self.zone_limit(zone) {
+            if count >= limit {
                 self.reap(now, 64);
             }
             if self.zone_count(zone) >= limit {
@@ -683,7 +742,11 @@ impl Shard {
         self.table.conns[slot as usize].expiration = now.saturating_add(dur);
         self.table.push_back(slot, list);
         self.table.insert(slot);
-        *self.zone_count.entry(zone).or_insert(0) += 1;
+        let admit = self.limit_of(zone).map_or(0, |z| {
+            z.count += 1;
+            z.seq
+        });
+        self.table.conns[slot as usize].admit_seq = admit;
         self.counters.committed += 1;
         if let Some((dir, w)) = &mut self.dir {
             let ks = self.table.conns[slot as usize].keys;
@@ -829,8 +892,15 @@ impl Shard {
 
     fn free_conn(&mut self, c: u32) {
         let ks = self.table.conns[c as usize].keys;
-        if let Some(n) = self.zone_count.get_mut(&ks[0].zone) {
-            *n -= 1;
+        let admit = self.table.conns[c as usize].admit_seq;
+        if admit != 0 {
+            let zl = match self.zone_limits.get_mut(&ks[0].zone) {
+                Some(z) if z.seq == admit => Some(z),
+                _ => self.default_limit.as_mut().filter(|d| d.seq == admit),
+            };
+            if let Some(z) = zl {
+                z.count -= 1;
+            }
         }
         if let Some((dir, w)) = &mut self.dir {
             dir.unpublish(w, &ks[0].tuple());
@@ -984,7 +1054,7 @@ impl Shard {
             cells[slot as usize][dir] += 1;
         }
         let mut live = 0usize;
-        let mut zones = hashbrown::HashMap::<u16, u32>::new();
+        let mut admitted = hashbrown::HashMap::<u32, u32>::new();
         for (i, c) in t.conns.iter().enumerate() {
             if c.list == FREE {
                 if cells[i] != [0, 0] {
@@ -993,7 +1063,9 @@ impl Shard {
                 continue;
             }
             live += 1;
-            *zones.entry(c.keys[0].zone).or_default() += 1;
+            if c.admit_seq != 0 {
+                *admitted.entry(c.admit_seq).or_default() += 1;
+            }
             if cells[i] != [1, 1] {
                 return Err(format!("slot {i} has cells {:?}", cells[i]));
             }
@@ -1005,13 +1077,14 @@ impl Shard {
                 t.n_free()
             ));
         }
-        for (z, n) in &self.zone_count {
-            if zones.get(z).copied().unwrap_or(0) != *n {
-                return Err(format!("zone {z} count {n} != {:?}", zones.get(z)));
+        for zl in self.zone_limits.values().chain(self.default_limit.iter()) {
+            let n = admitted.get(&zl.seq).copied().unwrap_or(0);
+            if zl.count != n {
+                return Err(format!(
+                    "limit seq {} count {} != {n} admitted",
+                    zl.seq, zl.count
+                ));
             }
-        }
-        if zones.keys().any(|z| !self.zone_count.contains_key(z)) {
-            return Err("live connection in an uncounted zone".into());
         }
         let mut seen = 0usize;
         for (l, list) in t.lists.iter().enumerate() {

@@ -79,6 +79,9 @@ pub(crate) struct Conn {
     pub qexp: u64,
     /// TCP peers (original sender, replier).
     pub tcp: [TcpPeer; 2],
+    /// Sequence number of the zone limit that admitted the connection
+    /// (0: none), as OVS's `admit_zone` + `zone_limit_seq`.
+    pub admit_seq: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Conn>() == 128);

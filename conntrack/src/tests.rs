@@ -1002,3 +1002,30 @@ fn execute_burst_matches_execute_one_by_one() {
     }
     assert_eq!(a.lines(), b.lines());
 }
+
+#[test]
+fn ovs31_default_zone_limit_is_one_pool_shared_by_zones_without_their_own() {
+    let mut r = Rig::new();
+    // Admitted before any limit exists: never counted.
+    r.one(&udp((C, 9), (E, 9)), &commit(1));
+    r.sh.set_default_zone_limit(Some(2));
+    r.sh.set_zone_limit(9, Some(1));
+    r.one(&udp((C, 1), (E, 1)), &commit(1));
+    r.one(&udp((C, 2), (E, 2)), &commit(2));
+    assert_eq!(r.sh.zone_limit(3), Some((2, 2)));
+    let (st, _, _) = r.one(&udp((C, 3), (E, 3)), &commit(3));
+    assert_eq!(st, NEW_TRK);
+    assert_eq!(
+        r.sh.counters().zone_limit,
+        1,
+        "zone 3 refused: the pool is full"
+    );
+    // A zone with its own limit is not in the pool.
+    r.one(&udp((C, 4), (E, 4)), &commit(9));
+    assert_eq!(r.sh.zone_limit(9), Some((1, 1)));
+    // Freeing a pooled connection makes room for any zone.
+    r.sh.flush(Some(2), None);
+    r.one(&udp((C, 3), (E, 3)), &commit(3));
+    assert_eq!(r.sh.zone_limit(3), Some((2, 2)));
+    assert_eq!(r.sh.len(), 4);
+}
