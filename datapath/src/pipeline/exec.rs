@@ -215,7 +215,16 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             ai += 1;
             let a = &a;
             match a {
-                DpAction::Set { from, to } => extract::commit(pkt, layout, from, to),
+                DpAction::Set { from, to } => {
+                    extract::commit(pkt, layout, from, to);
+                    if rewrites_conn_key(from, to, &key) {
+                        // OVS's packet_set_ipv4_addr / packet_set_{tcp,udp}_port
+                        // / packet_set_icmp forget the cached connection
+                        // (pkt_metadata_init_conn): the next ct() looks the
+                        // rewritten packet up afresh.
+                        md.conn = None;
+                    }
+                }
                 DpAction::Output(port) => {
                     self.stats.tx += 1;
                     sink.output(*port, pkt);
@@ -297,6 +306,21 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
         }
     }
+}
+
+/// Whether a header commit changes what conntrack keys on (IPv4 addresses,
+/// TCP/UDP ports, ICMP type/code), which invalidates the packet's cached
+/// connection as in OVS.
+fn rewrites_conn_key(from: &FlowKey, to: &FlowKey, key: &FlowKey) -> bool {
+    if key.get(slot::DL_TYPE) != key::eth_type::IPV4 as u64 {
+        return false;
+    }
+    let differs = |s: key::Slot| from.get(s) != to.get(s);
+    let l4 = matches!(
+        key.get(slot::NW_PROTO) as u8,
+        key::ip_proto::TCP | key::ip_proto::UDP | key::ip_proto::ICMP
+    ) && (differs(slot::TP_SRC) || differs(slot::TP_DST));
+    differs(slot::NW_SRC) || differs(slot::NW_DST) || l4
 }
 
 /// Build a recirculated pass's key: headers from the packet, metadata
