@@ -7,14 +7,14 @@
 //! `pkt->md`). `execute` follows OVS 3.1 `conntrack_execute`/`process_one`:
 //!
 //! 1. **Reclaim**: up to `reap_per_call` (4) expired connections are freed
-//!    from the heads of the expiry lists ([`table`](crate::table)), so
+//!    from the heads of the expiry lists (`table.rs`), so
 //!    expiry costs O(1) amortised per call and never scans the table.
 //! 2. **Cached connection**: if an earlier `ct()` of this packet in the same
 //!    zone left `md.conn` (a generation-checked [`ConnRef`]; OVS caches it
 //!    only when that `ct()` had no `nat`), the packet takes OVS's
 //!    `process_one_fast`: NAT if asked, mark/label, nothing else.
 //! 3. **Key**: checksum failures and fragments are `+inv`; otherwise the
-//!    zone-qualified key ([`key`](crate::key)) is the 5-tuple, with the ICMP
+//!    zone-qualified key (`key.rs`) is the 5-tuple, with the ICMP
 //!    id and type for queries, and the quoted packet's tuple reversed for
 //!    ICMP errors.
 //! 4. **Lookup**: `ct_state` is cleared when the packet enters a new zone;
@@ -29,7 +29,7 @@
 //! 6. **New**: a packet that may start a connection is `+new`; with
 //!    `commit` (and room under the table and zone limits) a slot is taken
 //!    from the preallocated array, NAT picks a unique reply tuple
-//!    ([`nat`](crate::nat)), both keys are indexed.
+//!    (`nat.rs`), both keys are indexed.
 //! 7. **NAT** of an existing connection is applied at most once per zone;
 //!    the [`Rewrite`] tells the datapath the new outer (and for ICMP
 //!    errors, inner) tuple.
