@@ -191,13 +191,32 @@ fn commit_ipv4(pkt: &mut [u8], layout: &Layout, from: &FlowKey, to: &FlowKey) {
     if !ports_changed {
         return;
     }
-    let sport = to.get(slot::TP_SRC) as u16;
-    let dport = to.get(slot::TP_DST) as u16;
+    // OVS commits L4 ports with a *masked* set action: only the changed
+    // field is written, the other keeps the packet's current value (which
+    // may differ from the flow's, e.g. after NAT; random differential case
+    // seed 0xbeef #380).
+    let pick = |s: crate::key::Slot, cur: u16| if changed(s) { to.get(s) as u16 } else { cur };
     match layout.proto {
-        Proto::Tcp | Proto::Udp => set_ports(pkt, l4, pseudo, sport, dport),
+        Proto::Tcp | Proto::Udp => {
+            let (sport, dport) = (
+                pick(slot::TP_SRC, be16(pkt, l4)),
+                pick(slot::TP_DST, be16(pkt, l4 + 2)),
+            );
+            set_ports(pkt, l4, pseudo, sport, dport)
+        }
         Proto::Icmp => {
             let old = be16(pkt, l4);
-            let new = (sport & 0xff) << 8 | (dport & 0xff);
+            let ty = if changed(slot::TP_SRC) {
+                to.get(slot::TP_SRC) as u16 & 0xff
+            } else {
+                old >> 8
+            };
+            let code = if changed(slot::TP_DST) {
+                to.get(slot::TP_DST) as u16 & 0xff
+            } else {
+                old & 0xff
+            };
+            let new = ty << 8 | code;
             if old != new {
                 let c = l4 + icmp::field::CHECKSUM;
                 let v = update16(be16(pkt, c), old, new);
