@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compile;
+pub mod config;
 pub mod load;
 pub mod replay;
 pub mod trace;
-pub mod compile;
-pub mod config;
