@@ -474,19 +474,25 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
         // when its source is the gateway IP (ETP Cluster SNAT, or the host
         // itself), the host would answer itself, so the source becomes the
         // virtual IP, which the host routes back through the gateway.
-        out.push(flow(
-            T_L3_FORWARDING,
-            196,
-            c,
-            M::ip().ct_mark(CT_MARK_SERVICE).nw_src(gw.ip).nw_dst(ip),
-            // straight out: table 110 would take a virtual-IP source for a
-            // NodePort reply
+        // Straight out (table 110 would take a virtual-IP source for a
+        // NodePort reply); back out of the gateway when it came in there
+        // (OpenFlow never outputs to the input port by number).
+        let to_host = |port: u32| {
             vec![
                 Action::ModNwSrc(u32::from(vip)),
                 Action::ModDlDst(gw.mac.as_u64()),
-                output(gw.port),
-            ],
+                output(port),
+            ]
+        };
+        let m = M::ip().ct_mark(CT_MARK_SERVICE).nw_src(gw.ip).nw_dst(ip);
+        out.push(flow(
+            T_L3_FORWARDING,
+            197,
+            c,
+            m.in_port(gw.port),
+            to_host(datapath::key::OFPP_IN_PORT),
         ));
+        out.push(flow(T_L3_FORWARDING, 196, c, m, to_host(gw.port)));
         out.push(flow(
             T_L3_FORWARDING,
             195,
@@ -556,12 +562,17 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
             resubmit(T_NODEPORT_POST_SNAT),
         ],
     ));
-    for p in &node.pods {
+    // Back out of the port it came in on (a hairpinned pod; a NodePort
+    // request from the uplink to a remote endpoint; a gateway reply routed
+    // back to the host): OpenFlow drops output:N when N is the input port.
+    let mut all_ports = vec![node.uplink.port, gw.port];
+    all_ports.extend(node.pods.iter().map(|p| p.port));
+    for port in all_ports {
         out.push(flow(
             T_OUTPUT,
             210,
             c,
-            M::ip().in_port(p.port).reg(1, p.port, u32::MAX),
+            M::ip().in_port(port).reg(1, port, u32::MAX),
             vec![output(datapath::key::OFPP_IN_PORT)],
         ));
     }
