@@ -7,4 +7,5 @@ pub mod compile;
 pub mod config;
 pub mod load;
 pub mod replay;
+pub mod run;
 pub mod trace;

@@ -80,6 +80,17 @@ enum Cmd {
         #[arg(long)]
         groups: Option<PathBuf>,
     },
+    /// Forward traffic: AF_XDP/TAP ports, per-core workers, the flows of
+    /// node.toml. SIGHUP reloads the flows, SIGUSR1 prints counters,
+    /// SIGTERM drains and exits with the XDP programs detached.
+    Run {
+        /// Node configuration (see examples/node.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Counter output format (SIGUSR1 and at exit).
+        #[arg(long, value_enum, default_value = "text")]
+        stats_format: Format,
+    },
     /// Compile a node's Services into flows and groups and print them
     /// (`ovs-ofctl add-flows`/`add-groups` text), without running anything.
     Compile {
@@ -178,6 +189,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.flows.len(),
                 p.groups.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            config,
+            stats_format,
+        } => {
+            let f = match stats_format {
+                Format::Json => ctrl::run::StatsFormat::Json,
+                Format::Text => ctrl::run::StatsFormat::Text,
+            };
+            ctrl::run::run(&config, f)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Compile {

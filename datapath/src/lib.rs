@@ -11,3 +11,4 @@ pub mod key;
 pub mod pipeline;
 pub mod replay;
 pub mod wire;
+pub mod worker;

@@ -1,0 +1,385 @@
+//! `flowpath run`: the forwarding process.
+//!
+//! Startup, on the control (main) thread: read `node.toml`
+//! ([`config`]), load the flows into a [`Pipeline`], attach one XDP program
+//! per AF_XDP interface (stale ones from a crashed run are removed first),
+//! then build each worker: its UMEM, an AF_XDP socket for every queue it
+//! serves (queue entry i of a port goes to worker i mod workers), the TAP
+//! and memory ports assigned to it, its conntrack shard (attached to the
+//! shared ownership directory when there are several workers) and its
+//! route table (which worker transmits on which OpenFlow port). Each worker
+//! runs on its own thread, pinned with `core_affinity`.
+//!
+//! Signals, handled on the control thread (`signal-hook`; the workers never
+//! see them):
+//! * SIGTERM / SIGINT: stop the workers (each finishes its burst and
+//!   flushes), join them, drop every socket and XDP link (the programs are
+//!   detached), print the final counters, exit 0.
+//! * SIGHUP: reload the flows/groups files; on success publish the new
+//!   pipeline (workers pick it up between bursts and flush their caches;
+//!   conntrack state is kept, so established connections keep flowing); on
+//!   error print it and keep the running rules.
+//! * SIGUSR1: print every worker's counters ([`stats`]).
+//!
+//! [`Node`] is the same thing as a library, for the control socket the
+//! ctrl issue adds: [`Node::stats`] returns the counters as data.
+
+pub mod config;
+pub mod stats;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use conntrack::{CtConfig, Directory, HandoffMesh, Shard};
+use datapath::io::afxdp::{AfXdpConfig, AfXdpPort, XdpConfig, XdpProgram};
+use datapath::io::memory::MemoryPort;
+use datapath::io::tap::{TapConfig, TapPort};
+use datapath::io::{BURST, Umem, UmemConfig};
+use datapath::pipeline::Pipeline;
+use datapath::worker::{
+    Capture, Cross, OwnedPort, PipelineCell, Route, Worker, WorkerConfig, WorkerControl,
+    WorkerStats,
+};
+
+pub use config::{ConfigError, PortConfig, PortKind, RunConfig};
+
+/// Handoff ring slots per ordered worker pair.
+const HANDOFF_RING: usize = 256;
+
+/// Counter output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A running node: the workers, their controls and the XDP programs.
+pub struct Node {
+    cfg: RunConfig,
+    cell: Arc<PipelineCell>,
+    controls: Vec<Arc<WorkerControl>>,
+    threads: Vec<JoinHandle<WorkerStats>>,
+    programs: Vec<Arc<XdpProgram>>,
+}
+
+impl Node {
+    /// Open every port and start the workers.
+    pub fn start(cfg: RunConfig, pipeline: Pipeline) -> anyhow::Result<Node> {
+        let n = cfg.workers;
+        // One XDP program per interface, shared by the workers.
+        let mut programs: Vec<(String, Arc<XdpProgram>)> = Vec::new();
+        for p in &cfg.ports {
+            if let PortKind::AfXdp {
+                interface,
+                queues,
+                mode,
+                pass_ethertypes,
+                ..
+            } = &p.kind
+            {
+                let xcfg = XdpConfig {
+                    mode: *mode,
+                    pass_ethertypes: pass_ethertypes.clone(),
+                    max_queues: queues.iter().max().copied().unwrap_or(0) + 1,
+                };
+                let prog = XdpProgram::attach(interface, &xcfg)
+                    .with_context(|| format!("port {}: attach XDP program", p.name))?;
+                programs.push((interface.clone(), prog));
+            }
+        }
+        let prog_of = |ifname: &str| {
+            programs
+                .iter()
+                .find(|(i, _)| i == ifname)
+                .map(|(_, p)| p.clone())
+                .expect("attached above")
+        };
+
+        // Which worker owns which (port, queue).
+        let mut owned: Vec<Vec<OwnedPort>> = (0..n).map(|_| Vec::new()).collect();
+        let mut umems: Vec<Umem> = Vec::with_capacity(n);
+        for w in 0..n {
+            let sockets: u32 = cfg
+                .ports
+                .iter()
+                .map(|p| match &p.kind {
+                    PortKind::AfXdp {
+                        queues,
+                        ring_size,
+                        fill_size,
+                        ..
+                    } => {
+                        let mine = (0..queues.len()).filter(|i| i % n == w).count() as u32;
+                        mine * (fill_size + 2 * ring_size)
+                    }
+                    _ => 0,
+                })
+                .sum();
+            let frames = cfg
+                .umem_frames
+                .unwrap_or(sockets + 8 * BURST as u32 * cfg.ports.len() as u32 + 1024);
+            umems.push(
+                Umem::new(UmemConfig {
+                    frame_count: frames,
+                    frame_size: cfg.frame_size,
+                })
+                .with_context(|| format!("worker {w}: UMEM of {frames} chunks"))?,
+            );
+        }
+        for p in &cfg.ports {
+            match &p.kind {
+                PortKind::AfXdp {
+                    interface,
+                    queues,
+                    zero_copy,
+                    ring_size,
+                    fill_size,
+                    ..
+                } => {
+                    let prog = prog_of(interface);
+                    for (i, &q) in queues.iter().enumerate() {
+                        let w = i % n;
+                        let acfg = AfXdpConfig {
+                            queue: q,
+                            ring_size: *ring_size,
+                            fill_size: *fill_size,
+                            zero_copy: *zero_copy,
+                            need_wakeup: true,
+                        };
+                        let port =
+                            AfXdpPort::open(&mut umems[w], &prog, &acfg).with_context(|| {
+                                format!("port {} ({interface} queue {q}, worker {w})", p.name)
+                            })?;
+                        let pcap = open_capture(p, i, q)?;
+                        owned[w].push(OwnedPort {
+                            name: p.name.clone(),
+                            ofport: p.ofport,
+                            queue: q,
+                            port: Box::new(port),
+                            pcap,
+                        });
+                    }
+                }
+                PortKind::Tap {
+                    device,
+                    ip,
+                    mac,
+                    mtu,
+                    worker,
+                } => {
+                    let tap = TapPort::open(&TapConfig {
+                        name: device.clone(),
+                        mac: *mac,
+                        ipv4: *ip,
+                        mtu: *mtu,
+                    })
+                    .with_context(|| format!("port {}: TAP {device}", p.name))?;
+                    let pcap = open_capture(p, 0, 0)?;
+                    owned[*worker].push(OwnedPort {
+                        name: p.name.clone(),
+                        ofport: p.ofport,
+                        queue: 0,
+                        port: Box::new(tap),
+                        pcap,
+                    });
+                }
+                PortKind::Memory { worker } => {
+                    let pcap = open_capture(p, 0, 0)?;
+                    owned[*worker].push(OwnedPort {
+                        name: p.name.clone(),
+                        ofport: p.ofport,
+                        queue: 0,
+                        port: Box::new(MemoryPort::new(p.name.clone())),
+                        pcap,
+                    });
+                }
+            }
+        }
+
+        // Routes: every OpenFlow port, transmitted locally when this worker
+        // has a socket on it, else by the first worker that has one.
+        let owner_of = |ofport: u32| {
+            owned
+                .iter()
+                .position(|ps| ps.iter().any(|p| p.ofport == ofport))
+        };
+        let mut routes: Vec<Vec<(u32, Route)>> = Vec::with_capacity(n);
+        for mine in &owned {
+            let mut r = Vec::new();
+            for p in &cfg.ports {
+                if let Some(i) = mine.iter().position(|o| o.ofport == p.ofport) {
+                    r.push((p.ofport, Route::Local(i)));
+                } else if let Some(o) = owner_of(p.ofport) {
+                    r.push((p.ofport, Route::Worker(o)));
+                }
+            }
+            routes.push(r);
+        }
+
+        let cross = (n > 1).then(|| Cross {
+            directory: Arc::new(Directory::new(n, cfg.ct_capacity)),
+            mesh: Arc::new(HandoffMesh::new(n, HANDOFF_RING)),
+        });
+        let cell = Arc::new(PipelineCell::new(pipeline));
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut controls = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for (w, ((ports, umem), routes)) in owned.into_iter().zip(umems).zip(routes).enumerate() {
+            let mut ct = Shard::new(CtConfig {
+                tcp_seq_check: cfg.tcp_seq_check,
+                ..CtConfig::with_capacity(cfg.ct_capacity)
+            });
+            if let Some(c) = &cross {
+                ct.attach_directory(c.directory.clone(), w);
+            }
+            let ctl = Arc::new(WorkerControl::default());
+            let worker = Worker::new(
+                WorkerConfig {
+                    id: w,
+                    cache_capacity: cfg.cache_megaflows,
+                    emc: cfg.emc,
+                    idle_sleep: Duration::from_micros(cfg.idle_sleep_us),
+                    ..WorkerConfig::default()
+                },
+                umem,
+                ports,
+                routes,
+                cell.clone(),
+                ct,
+                cross.clone(),
+                ctl.clone(),
+            );
+            let core = match &cfg.cores {
+                Some(c) => Some(core_affinity::CoreId { id: c[w] }),
+                None if !cores.is_empty() => Some(cores[w % cores.len()]),
+                None => None,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("fp-worker-{w}"))
+                .spawn(move || {
+                    if let Some(c) = core
+                        && !core_affinity::set_for_current(c)
+                    {
+                        eprintln!("flowpath: worker {w}: could not pin to core {}", c.id);
+                    }
+                    worker.run()
+                })
+                .with_context(|| format!("spawn worker {w}"))?;
+            controls.push(ctl);
+            threads.push(t);
+        }
+        Ok(Node {
+            cfg,
+            cell,
+            controls,
+            threads,
+            programs: programs.into_iter().map(|(_, p)| p).collect(),
+        })
+    }
+
+    /// Re-read the flows (and groups) files and publish them. On error the
+    /// running pipeline stays. Returns the new generation.
+    pub fn reload(&self) -> anyhow::Result<u64> {
+        let p = crate::load::load(&self.cfg.flows, self.cfg.groups.as_deref())?;
+        Ok(self.cell.publish(p))
+    }
+
+    /// Publish an already-built pipeline (the Service compiler's path).
+    pub fn publish(&self, p: Pipeline) -> u64 {
+        self.cell.publish(p)
+    }
+
+    /// Current pipeline generation.
+    pub fn generation(&self) -> u64 {
+        self.cell.generation()
+    }
+
+    /// Every worker's counters (a worker that does not answer within a
+    /// second is left out).
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.controls
+            .iter()
+            .filter_map(|c| c.snapshot(Duration::from_secs(1)))
+            .collect()
+    }
+
+    /// Stop and join the workers, then detach the XDP programs. Returns the
+    /// final counters.
+    pub fn stop(self) -> Vec<WorkerStats> {
+        for c in &self.controls {
+            c.stop();
+        }
+        let out: Vec<WorkerStats> = self
+            .threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .collect();
+        // The sockets were dropped with the workers; the last references to
+        // the programs go here, closing the BPF links (XDP detached).
+        drop(self.programs);
+        out
+    }
+}
+
+fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Option<Capture>> {
+    let Some(path) = &p.pcap else {
+        return Ok(None);
+    };
+    let path = if index == 0 {
+        path.clone()
+    } else {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        path.with_file_name(format!("{stem}.q{queue}.pcap"))
+    };
+    Ok(Some(Capture::create(&path).with_context(|| {
+        format!("port {}: pcap {}", p.name, path.display())
+    })?))
+}
+
+/// `flowpath run --config FILE`: start, serve signals until SIGTERM/SIGINT.
+pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let cfg = config::load(config)?;
+    let pipeline = crate::load::load(&cfg.flows, cfg.groups.as_deref())?;
+    // Registered before any worker thread exists, on this thread.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("install signal handlers")?;
+    let workers = cfg.workers;
+    let ports = cfg.ports.len();
+    let node = Node::start(cfg, pipeline)?;
+    println!(
+        "flowpath run: ready: {workers} worker(s), {ports} port(s), pid {}",
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match node.reload() {
+                Ok(g) => println!(
+                    "flowpath run: reloaded {}: generation {g}",
+                    node.cfg.flows.display()
+                ),
+                Err(e) => {
+                    eprintln!("flowpath run: reload failed, keeping the running rules: {e:#}")
+                }
+            },
+            SIGUSR1 => {
+                let s = node.stats();
+                print!("{}", stats::render(&s, node.generation(), format));
+            }
+            _ => break,
+        }
+        let _ = std::io::stdout().flush();
+    }
+    let g = node.generation();
+    let finals = node.stop();
+    print!("{}", stats::render(&finals, g, format));
+    println!("flowpath run: stopped");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! Counters of a running node, as text (SIGUSR1) or JSON (one object per
+//! line; the shape the control socket will serve).
+
+use datapath::drop::DropReason;
+use datapath::worker::WorkerStats;
+use serde_json::{Value, json};
+
+use super::StatsFormat;
+
+/// Render `workers`' counters.
+pub fn render(workers: &[WorkerStats], generation: u64, format: StatsFormat) -> String {
+    match format {
+        StatsFormat::Json => format!("{}\n", to_json(workers, generation)),
+        StatsFormat::Text => to_text(workers, generation),
+    }
+}
+
+fn hit_rate(hits: u64, misses: u64) -> f64 {
+    if hits + misses == 0 {
+        0.0
+    } else {
+        100.0 * hits as f64 / (hits + misses) as f64
+    }
+}
+
+fn drops_json(s: &WorkerStats) -> Value {
+    let mut m = serde_json::Map::new();
+    for r in DropReason::ALL {
+        let v = s.exec.drops.get(*r);
+        if v != 0 {
+            m.insert(r.name().into(), v.into());
+        }
+    }
+    Value::Object(m)
+}
+
+fn worker_json(s: &WorkerStats) -> Value {
+    let hits = s.cache.emc_hits + s.cache.megaflow_hits;
+    json!({
+        "worker": s.worker,
+        "generation": s.generation,
+        "ports": s.ports.iter().map(|p| json!({
+            "name": p.name, "ofport": p.ofport, "queue": p.queue,
+            "rx_packets": p.stats.rx_packets, "rx_bytes": p.stats.rx_bytes,
+            "tx_packets": p.stats.tx_packets, "tx_bytes": p.stats.tx_bytes,
+            "rx_dropped": p.stats.rx_dropped, "rx_fill_empty": p.stats.rx_fill_empty,
+            "tx_busy": p.stats.tx_busy, "errors": p.stats.errors,
+        })).collect::<Vec<_>>(),
+        "rx": s.exec.rx, "tx": s.exec.tx, "passes": s.exec.passes,
+        "recircs": s.exec.recircs, "punts": s.exec.punts,
+        "drops": drops_json(s),
+        "cache": {
+            "emc_hits": s.cache.emc_hits, "megaflow_hits": s.cache.megaflow_hits,
+            "misses": s.cache.misses, "upcalls": s.cache.misses,
+            "inserts": s.cache.inserts, "flushes": s.cache.flushes,
+            "entries": s.cache_entries, "masks": s.cache_masks,
+            "hit_rate": hit_rate(hits, s.cache.misses),
+        },
+        "conntrack": {
+            "entries": s.ct_entries, "lookups": s.ct.lookups, "hits": s.ct.hits,
+            "new": s.ct.new, "committed": s.ct.committed, "expired": s.ct.expired,
+            "invalid": s.ct.invalid_total(), "nat_exhausted": s.ct.nat_exhausted,
+            "table_full": s.ct.table_full,
+        },
+        "worker_counters": {
+            "polls": s.counters.polls, "busy_polls": s.counters.busy_polls,
+            "handoff_process_out": s.counters.handoff_process_out,
+            "handoff_process_in": s.counters.handoff_process_in,
+            "handoff_tx_out": s.counters.handoff_tx_out,
+            "handoff_tx_in": s.counters.handoff_tx_in,
+            "handoff_full": s.counters.handoff_full,
+            "tx_no_frame": s.counters.tx_no_frame, "tx_too_long": s.counters.tx_too_long,
+            "tx_busy_dropped": s.counters.tx_busy_dropped, "tx_no_route": s.counters.tx_no_route,
+            "reloads": s.counters.reloads,
+        },
+    })
+}
+
+/// Counters as one JSON object: `{"generation", "workers": [...], "total"}`.
+pub fn to_json(workers: &[WorkerStats], generation: u64) -> Value {
+    let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+    let hits = sum(&|s| s.cache.emc_hits + s.cache.megaflow_hits);
+    let misses = sum(&|s| s.cache.misses);
+    json!({
+        "generation": generation,
+        "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),
+        "total": {
+            "rx": sum(&|s| s.exec.rx), "tx": sum(&|s| s.exec.tx),
+            "drops": sum(&|s| DropReason::ALL.iter().map(|r| s.exec.drops.get(*r)).sum()),
+            "cache_hits": hits, "cache_misses": misses, "upcalls": misses,
+            "cache_hit_rate": hit_rate(hits, misses),
+            "ct_entries": sum(&|s| s.ct_entries as u64),
+            "handoffs": sum(&|s| s.counters.handoff_process_out),
+        },
+    })
+}
+
+/// Counters as text, one block per worker and a total line.
+pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "flowpath counters: generation {generation}, {} worker(s)",
+        workers.len()
+    );
+    let (mut rx, mut tx, mut hits, mut misses, mut ct) = (0, 0, 0, 0, 0);
+    for s in workers {
+        let h = s.cache.emc_hits + s.cache.megaflow_hits;
+        rx += s.exec.rx;
+        tx += s.exec.tx;
+        hits += h;
+        misses += s.cache.misses;
+        ct += s.ct_entries;
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "worker {}: rx {} tx {} passes {} recircs {}",
+            s.worker, s.exec.rx, s.exec.tx, s.exec.passes, s.exec.recircs
+        );
+        let _ = writeln!(
+            o,
+            "  cache: hits {} (emc {}, megaflow {}), misses/upcalls {}, hit rate {:.1}%, {} megaflows, {} masks, {} flushes",
+            h,
+            s.cache.emc_hits,
+            s.cache.megaflow_hits,
+            s.cache.misses,
+            hit_rate(h, s.cache.misses),
+            s.cache_entries,
+            s.cache_masks,
+            s.cache.flushes
+        );
+        let _ = writeln!(
+            o,
+            "  conntrack: {} entries, {} committed, {} invalid, {} expired",
+            s.ct_entries,
+            s.ct.committed,
+            s.ct.invalid_total(),
+            s.ct.expired
+        );
+        let _ = writeln!(
+            o,
+            "  handoffs: process out {} in {}, transmit out {} in {}, ring full {}; tx drops: no frame {}, busy {}, no route {}",
+            c.handoff_process_out,
+            c.handoff_process_in,
+            c.handoff_tx_out,
+            c.handoff_tx_in,
+            c.handoff_full,
+            c.tx_no_frame,
+            c.tx_busy_dropped,
+            c.tx_no_route
+        );
+        for p in &s.ports {
+            let _ = writeln!(
+                o,
+                "  port {} (ofport {}) queue {}: rx {} pkts {} bytes, tx {} pkts {} bytes, rx_dropped {}, tx_busy {}, errors {}",
+                p.name,
+                p.ofport,
+                p.queue,
+                p.stats.rx_packets,
+                p.stats.rx_bytes,
+                p.stats.tx_packets,
+                p.stats.tx_bytes,
+                p.stats.rx_dropped,
+                p.stats.tx_busy,
+                p.stats.errors
+            );
+        }
+        let drops: Vec<String> = s
+            .exec
+            .drops
+            .nonzero()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if !drops.is_empty() {
+            let _ = writeln!(o, "  drops: {}", drops.join(" "));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "total: rx {rx} tx {tx}, cache hit rate {:.1}% ({hits} hits, {misses} upcalls), {ct} conntrack entries",
+        hit_rate(hits, misses)
+    );
+    o
+}

@@ -1,0 +1,809 @@
+//! A forwarding worker: one thread, pinned to one core, owning one queue
+//! set. Its loop, burst by burst:
+//!
+//! ```text
+//!  rx_burst (each owned port) ─► copy to the packet buffer ─► owner check ──other worker──► handoff ring
+//!                                                               │ mine
+//!                                                               ▼
+//!                            Engine::process (extract ─► megaflow/EMC cache or xlate ─► Set/Ct/recirc)
+//!                                                               │ output(port)
+//!                                                               ▼
+//!                          port owned here? ──yes──► per-port tx Batch ──► tx_burst at end of burst
+//!                                           └─no───► handoff ring (transmit) to the owner
+//! ```
+//!
+//! # What a worker owns
+//! Its [`Umem`], its ports (AF_XDP sockets for its queues, the TAP or memory
+//! ports assigned to it), one tx [`Batch`] per owned port, its flow cache
+//! ([`MegaflowCache`]), its conntrack [`Shard`], its counters and a packet
+//! buffer. All `&mut`, never shared.
+//!
+//! # What it shares, and how
+//! * The pipeline, through [`PipelineCell`]: the control thread stores a new
+//!   `Arc<Pipeline>` (lock-free, `arc-swap`) and then bumps the generation
+//!   (`Release`). Between bursts the worker loads the generation
+//!   (`Acquire`, one load per burst); when it changed, it loads the new
+//!   pipeline and flushes its cache. No lock and no reference count is
+//!   touched per packet.
+//! * Conntrack ownership across workers ([`conntrack::Directory`] and a
+//!   [`HandoffMesh`]), only with more than one worker. The NIC (or veth)
+//!   spreads packets over queues by a hash of the wire tuple, so a reply may
+//!   arrive on a worker that does not own its connection. Before processing
+//!   an IPv4 packet, the worker asks the directory who owns its tuple; if
+//!   another worker does, the packet's bytes are pushed into the SPSC ring
+//!   from this worker to the owner (`Handoff::Process`) and the owner runs
+//!   it through its own shard, as if received on the same OpenFlow port. A
+//!   tuple nobody owns is a new connection: it stays here and this worker
+//!   becomes its owner (its shard publishes both tuples of every connection
+//!   it commits, in every zone). SNAT ports are sliced per worker
+//!   (`port % n == worker`) so translations never collide.
+//! * Outputs to a port this worker does not own (the TAP lives on worker 0;
+//!   an interface with fewer queues than workers) go through the same rings
+//!   as `Handoff::Transmit`; the owner puts them on its tx batch.
+//! * Counters: on request (an atomic sequence number bumped by the control
+//!   thread), the worker copies a [`WorkerStats`] snapshot into a mutex
+//!   between bursts; the control thread never touches the live counters.
+//! * Stop: an `AtomicBool`; the worker finishes its burst, flushes its tx
+//!   batches and handoff rings once more, and returns its final counters.
+//!
+//! # Cost
+//! Per packet: one copy from the rx frame into the worker's packet buffer
+//! (the frame is freed at once), the engine, and one copy per output into a
+//! fresh frame. Nothing allocates in steady state (cache hits, established
+//! connections): batches, rings and buffers are sized at start.
+
+use std::any::Any;
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use conntrack::{CtCounters, Directory, HandoffMesh, Shard};
+
+use crate::cache::{CacheStats, MegaflowCache};
+use crate::extract;
+use crate::io::{BURST, Batch, Port, PortStats, Umem};
+use crate::key::FlowKey;
+use crate::pipeline::Pipeline;
+use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
+
+/// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
+pub const HANDOFF_MAX: usize = 2048 - 256;
+
+/// Conntrack clock offset, so that nothing looks expired at start.
+const CLOCK_EPOCH_MS: u64 = 1_000_000;
+
+/// The pipeline the workers run, swapped whole by the control thread.
+///
+/// Writer: the control thread ([`PipelineCell::publish`]). Readers: every
+/// worker, once per burst ([`PipelineCell::generation`], `Acquire`), and on
+/// a change [`PipelineCell::load`].
+#[derive(Debug)]
+pub struct PipelineCell {
+    generation: AtomicU64,
+    current: ArcSwap<Pipeline>,
+}
+
+impl PipelineCell {
+    /// A cell holding `p` as generation 1.
+    pub fn new(p: Pipeline) -> PipelineCell {
+        PipelineCell {
+            generation: AtomicU64::new(1),
+            current: ArcSwap::from_pointee(p),
+        }
+    }
+
+    /// Publish a new pipeline; returns its generation. Workers pick it up
+    /// between bursts and flush their flow caches.
+    pub fn publish(&self, p: Pipeline) -> u64 {
+        self.current.store(Arc::new(p));
+        // Release: a worker that sees the new generation also sees the
+        // pipeline stored above.
+        self.generation.fetch_add(1, Ordering::Release) + 1
+    }
+
+    /// The current generation.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        // Acquire: pairs with `publish`.
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current pipeline.
+    pub fn load(&self) -> Arc<Pipeline> {
+        self.current.load_full()
+    }
+}
+
+/// What a handoff asks the receiving worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffOp {
+    /// Run the packet through the pipeline as received on OpenFlow port
+    /// `port` (the receiver owns its connection).
+    Process,
+    /// Transmit the packet on OpenFlow port `port` (the receiver owns it).
+    Transmit,
+}
+
+/// A packet crossing from one worker to another: copied by value into the
+/// ring's preallocated slot (the frame stays in the sender's UMEM).
+#[derive(Clone)]
+pub struct Handoff {
+    /// What to do with it.
+    pub op: HandoffOp,
+    /// OpenFlow port: in_port for `Process`, out port for `Transmit`.
+    pub port: u32,
+    /// Bytes used in `data`.
+    pub len: u16,
+    /// The frame.
+    pub data: [u8; HANDOFF_MAX],
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("op", &self.op)
+            .field("port", &self.port)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The cross-worker pieces: who owns which connection, and the rings.
+#[derive(Debug, Clone)]
+pub struct Cross {
+    /// Ownership directory (each worker's shard is attached to it).
+    pub directory: Arc<Directory>,
+    /// `ring(from, to)` for every ordered pair of workers.
+    pub mesh: Arc<HandoffMesh<Handoff>>,
+}
+
+/// Where an OpenFlow port's transmissions go, from one worker's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// One of this worker's ports (index into its port list).
+    Local(usize),
+    /// Owned by another worker: hand the frame over.
+    Worker(usize),
+}
+
+/// Anything a worker can poll: a [`Port`] that can be moved to the worker
+/// thread and, for tests, reached again by its concrete type.
+pub trait WorkerPort: Port + Send + 'static {
+    /// For downcasting (tests reach their memory ports this way).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Port + Send + 'static> WorkerPort for T {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// One port as a worker holds it.
+pub struct OwnedPort {
+    /// Configured name (the OpenFlow port's name).
+    pub name: String,
+    /// OpenFlow port number.
+    pub ofport: u32,
+    /// Queue served (0 for TAP and memory ports).
+    pub queue: u32,
+    /// The port.
+    pub port: Box<dyn WorkerPort>,
+    /// Capture of every frame received and transmitted here.
+    pub pcap: Option<Capture>,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's index (0-based).
+    pub id: usize,
+    /// Megaflow cache capacity.
+    pub cache_capacity: usize,
+    /// Exact-match front cache on or off.
+    pub emc: bool,
+    /// Sleep this long after `idle_polls` empty polls in a row (zero: spin).
+    pub idle_sleep: Duration,
+    /// Empty polls before sleeping.
+    pub idle_polls: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: 0,
+            cache_capacity: 65536,
+            emc: true,
+            idle_sleep: Duration::from_micros(50),
+            idle_polls: 256,
+        }
+    }
+}
+
+/// Counters the worker keeps itself (the ports, engine, cache and
+/// conntrack keep theirs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Polling iterations.
+    pub polls: u64,
+    /// Bursts that carried at least one packet.
+    pub busy_polls: u64,
+    /// Packets handed to another worker for processing (conntrack owner).
+    pub handoff_process_out: u64,
+    /// Packets received from another worker for processing.
+    pub handoff_process_in: u64,
+    /// Frames handed to another worker for transmission.
+    pub handoff_tx_out: u64,
+    /// Frames received from another worker for transmission.
+    pub handoff_tx_in: u64,
+    /// Handoffs refused because the ring was full (dropped).
+    pub handoff_full: u64,
+    /// Outputs dropped: no free UMEM chunk for the copy.
+    pub tx_no_frame: u64,
+    /// Outputs dropped: frame longer than a chunk or a handoff slot.
+    pub tx_too_long: u64,
+    /// Outputs dropped: the port stayed busy after a retry.
+    pub tx_busy_dropped: u64,
+    /// Outputs to an OpenFlow port no worker owns.
+    pub tx_no_route: u64,
+    /// Pipeline generations picked up (cache flushes by reload).
+    pub reloads: u64,
+}
+
+/// A port's counters, with where it is.
+#[derive(Debug, Clone)]
+pub struct PortCounters {
+    /// Configured name.
+    pub name: String,
+    /// OpenFlow port.
+    pub ofport: u32,
+    /// Queue.
+    pub queue: u32,
+    /// The port's own counters.
+    pub stats: PortStats,
+}
+
+/// A snapshot of everything one worker counts.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// Pipeline generation in use.
+    pub generation: u64,
+    /// Per port and queue.
+    pub ports: Vec<PortCounters>,
+    /// Engine counters (rx/tx, passes, recirculations, drops by reason).
+    pub exec: ExecStats,
+    /// Flow cache hits and misses (a miss is an upcall to the translator).
+    pub cache: CacheStats,
+    /// Megaflows held.
+    pub cache_entries: usize,
+    /// Distinct megaflow masks.
+    pub cache_masks: usize,
+    /// Conntrack counters.
+    pub ct: CtCounters,
+    /// Live conntrack entries.
+    pub ct_entries: usize,
+    /// The worker's own counters.
+    pub counters: WorkerCounters,
+}
+
+/// The control thread's handle on one worker: stop flag and counter
+/// snapshots. Written by the control thread: `stop`, `stats_req`. Written
+/// by the worker: `stats_done`, `snapshot` (locked only to answer a
+/// request, never per packet).
+#[derive(Debug, Default)]
+pub struct WorkerControl {
+    stop: AtomicBool,
+    stats_req: AtomicU64,
+    stats_done: AtomicU64,
+    snapshot: Mutex<WorkerStats>,
+}
+
+impl WorkerControl {
+    /// Ask the worker to finish its burst, flush and return.
+    pub fn stop(&self) {
+        // Release: nothing to publish with it; Release/Acquire keeps it
+        // simple to reason about and costs one load per burst.
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether stop was asked.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Ask for a snapshot and wait (up to `timeout`) for the worker to
+    /// publish it. `None` if the worker did not answer (stopped or stuck).
+    pub fn snapshot(&self, timeout: Duration) -> Option<WorkerStats> {
+        // AcqRel: the request number orders with the worker's answer.
+        let want = self.stats_req.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + timeout;
+        while self.stats_done.load(Ordering::Acquire) < want {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Some(self.snapshot.lock().ok()?.clone())
+    }
+}
+
+/// One forwarding worker. Build it with [`Worker::new`], move it to its
+/// thread, call [`Worker::run`] (or [`Worker::poll_once`] in tests).
+pub struct Worker {
+    cfg: WorkerConfig,
+    umem: Umem,
+    ports: Vec<OwnedPort>,
+    txq: Vec<Batch>,
+    routes: Vec<(u32, Route)>,
+    ofports: Vec<u32>,
+    cell: Arc<PipelineCell>,
+    pipeline: Arc<Pipeline>,
+    generation: u64,
+    ct: Shard,
+    cache: MegaflowCache,
+    exec: ExecStats,
+    scratch: Scratch,
+    rx: Batch,
+    buf: Box<[u8]>,
+    cross: Option<Cross>,
+    ctl: Arc<WorkerControl>,
+    counters: WorkerCounters,
+    clock: Instant,
+    stats_seen: u64,
+    last_sweep_ms: u64,
+}
+
+impl Worker {
+    /// A worker over `ports` (all opened on `umem`), routing outputs by
+    /// `routes` (every OpenFlow port that exists, and who transmits on it),
+    /// with its conntrack shard (already attached to `cross.directory` as
+    /// worker `cfg.id` when there are several workers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: WorkerConfig,
+        umem: Umem,
+        ports: Vec<OwnedPort>,
+        routes: Vec<(u32, Route)>,
+        cell: Arc<PipelineCell>,
+        ct: Shard,
+        cross: Option<Cross>,
+        ctl: Arc<WorkerControl>,
+    ) -> Worker {
+        let pipeline = cell.load();
+        let generation = cell.generation();
+        let mut cache = MegaflowCache::new(cfg.cache_capacity, cfg.emc);
+        cache.sync_generation(generation);
+        let buf_len = umem.max_frame_len().max(HANDOFF_MAX);
+        Worker {
+            txq: ports.iter().map(|_| Batch::new()).collect(),
+            ofports: routes.iter().map(|(p, _)| *p).collect(),
+            routes,
+            ports,
+            umem,
+            cell,
+            pipeline,
+            generation,
+            ct,
+            cache,
+            exec: ExecStats::default(),
+            scratch: Scratch::default(),
+            rx: Batch::new(),
+            buf: vec![0u8; buf_len].into_boxed_slice(),
+            cross,
+            ctl,
+            counters: WorkerCounters::default(),
+            clock: Instant::now(),
+            stats_seen: 0,
+            last_sweep_ms: 0,
+            cfg,
+        }
+    }
+
+    /// This worker's ports (tests reach memory ports through
+    /// [`WorkerPort::as_any_mut`]).
+    pub fn ports_mut(&mut self) -> &mut [OwnedPort] {
+        &mut self.ports
+    }
+
+    /// Conntrack clock now.
+    fn now_ms(&self) -> u64 {
+        CLOCK_EPOCH_MS + self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Poll until stopped; returns the final counters. Drains on stop: the
+    /// burst in hand is finished and every tx batch flushed.
+    pub fn run(mut self) -> WorkerStats {
+        let mut idle = 0u32;
+        while !self.ctl.stopping() {
+            let n = self.poll_once();
+            if n == 0 {
+                idle += 1;
+                if idle >= self.cfg.idle_polls && !self.cfg.idle_sleep.is_zero() {
+                    std::thread::sleep(self.cfg.idle_sleep);
+                }
+            } else {
+                idle = 0;
+            }
+            self.housekeeping();
+        }
+        // Drain: what other workers handed us, then our tx batches (a few
+        // rounds, so copy-mode AF_XDP completions come back).
+        for _ in 0..4 {
+            self.drain_handoffs();
+            self.flush_tx();
+        }
+        self.finish_pcaps();
+        let s = self.stats();
+        self.answer_stats_request(&s);
+        s
+    }
+
+    /// One iteration: pick up a new pipeline, receive a burst from every
+    /// port, process it, take what other workers handed over, transmit.
+    /// Returns the packets received (from ports and handoffs).
+    pub fn poll_once(&mut self) -> usize {
+        let g = self.cell.generation();
+        if g != self.generation {
+            self.pick_up(g);
+        }
+        self.counters.polls += 1;
+        let now = self.now_ms();
+        let mut total = 0;
+        for i in 0..self.ports.len() {
+            let n = self.ports[i].port.rx_burst(&mut self.umem, &mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let in_port = self.ports[i].ofport;
+            // `pop` takes from the back: reverse once for arrival order.
+            self.rx.frames_mut().reverse();
+            while let Some(frame) = self.rx.pop() {
+                let len = frame.len().min(self.buf.len());
+                self.buf[..len].copy_from_slice(&self.umem.data(&frame)[..len]);
+                self.umem.free(frame);
+                if let Some(w) = self.ports[i].pcap.as_mut() {
+                    w.write(&self.buf[..len]);
+                }
+                self.handle(in_port, len, now);
+            }
+        }
+        total += self.drain_handoffs();
+        self.flush_tx();
+        if total > 0 {
+            self.counters.busy_polls += 1;
+        }
+        total
+    }
+
+    fn pick_up(&mut self, g: u64) {
+        self.pipeline = self.cell.load();
+        self.generation = g;
+        self.cache.sync_generation(g);
+        self.counters.reloads += 1;
+    }
+
+    /// Run the packet in `self.buf[..len]` received on `in_port`: hand it to
+    /// its conntrack owner, or process it here.
+    fn handle(&mut self, in_port: u32, len: usize, now: u64) {
+        if let Some(cross) = &self.cross {
+            let me = self.cfg.id;
+            let mut key = FlowKey::ZERO;
+            if let Ok(layout) = extract::extract(&self.buf[..len], in_port, &mut key)
+                && layout.is_ipv4()
+            {
+                let cp = extract::ct_packet(&self.buf[..len], &layout);
+                if let Some(owner) = cross.directory.owner_of(&cp, me)
+                    && owner != me
+                {
+                    let ring = cross.mesh.ring(me, owner);
+                    let ok = push_handoff(ring, HandoffOp::Process, in_port, &self.buf[..len]);
+                    if ok {
+                        self.counters.handoff_process_out += 1;
+                        self.ct.note_handoff(true);
+                    } else {
+                        self.counters.handoff_full += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        self.process(in_port, len, now);
+    }
+
+    fn process(&mut self, in_port: u32, len: usize, now: u64) {
+        let mut sink = TxSink {
+            me: self.cfg.id,
+            umem: &mut self.umem,
+            ports: &mut self.ports,
+            txq: &mut self.txq,
+            routes: &self.routes,
+            cross: self.cross.as_ref(),
+            counters: &mut self.counters,
+        };
+        let mut eng = Engine {
+            pipeline: &self.pipeline,
+            ports: &self.ofports[..],
+            ct: &mut self.ct,
+            now_ms: now,
+            stats: &mut self.exec,
+            cache: Some(&mut self.cache),
+            scratch: &mut self.scratch,
+        };
+        eng.process(&mut self.buf[..len], in_port, &mut sink, None);
+    }
+
+    /// Take up to a burst of handoffs addressed to this worker.
+    fn drain_handoffs(&mut self) -> usize {
+        let Some(cross) = self.cross.clone() else {
+            return 0;
+        };
+        let me = self.cfg.id;
+        let now = self.now_ms();
+        let mut n = 0;
+        while n < BURST {
+            let Some(h) = cross.mesh.pop_for(me) else {
+                break;
+            };
+            n += 1;
+            let len = usize::from(h.len).min(self.buf.len());
+            match h.op {
+                HandoffOp::Process => {
+                    self.counters.handoff_process_in += 1;
+                    self.ct.note_handoff(false);
+                    self.buf[..len].copy_from_slice(&h.data[..len]);
+                    self.process(h.port, len, now);
+                }
+                HandoffOp::Transmit => {
+                    self.counters.handoff_tx_in += 1;
+                    let mut sink = TxSink {
+                        me,
+                        umem: &mut self.umem,
+                        ports: &mut self.ports,
+                        txq: &mut self.txq,
+                        routes: &self.routes,
+                        cross: None,
+                        counters: &mut self.counters,
+                    };
+                    sink.output(h.port, &h.data[..len]);
+                }
+            }
+        }
+        n
+    }
+
+    fn flush_tx(&mut self) {
+        for i in 0..self.ports.len() {
+            flush_port(
+                &mut self.umem,
+                &mut self.ports[i],
+                &mut self.txq[i],
+                &mut self.counters,
+            );
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        // Relaxed would do for a hint, Acquire pairs with the request.
+        let req = self.ctl.stats_req.load(Ordering::Acquire);
+        if req != self.stats_seen {
+            let s = self.stats();
+            self.answer_stats_request(&s);
+        }
+        let now = self.now_ms();
+        if now >= self.last_sweep_ms + 100 {
+            self.last_sweep_ms = now;
+            self.ct.sweep(now, 256);
+            for p in self.ports.iter_mut() {
+                if let Some(w) = p.pcap.as_mut() {
+                    w.flush();
+                }
+            }
+        }
+    }
+
+    fn answer_stats_request(&mut self, s: &WorkerStats) {
+        let req = self.ctl.stats_req.load(Ordering::Acquire);
+        if let Ok(mut slot) = self.ctl.snapshot.lock() {
+            *slot = s.clone();
+        }
+        self.stats_seen = req;
+        // Release: the snapshot written above is visible to whoever sees
+        // this answer.
+        self.ctl.stats_done.store(req, Ordering::Release);
+    }
+
+    fn finish_pcaps(&mut self) {
+        for p in self.ports.iter_mut() {
+            if let Some(w) = p.pcap.as_mut() {
+                w.flush();
+            }
+        }
+    }
+
+    /// A snapshot of this worker's counters.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            worker: self.cfg.id,
+            generation: self.generation,
+            ports: self
+                .ports
+                .iter()
+                .map(|p| PortCounters {
+                    name: p.name.clone(),
+                    ofport: p.ofport,
+                    queue: p.queue,
+                    stats: p.port.stats(),
+                })
+                .collect(),
+            exec: self.exec.clone(),
+            cache: self.cache.stats,
+            cache_entries: self.cache.len(),
+            cache_masks: self.cache.n_masks(),
+            ct: *self.ct.counters(),
+            ct_entries: self.ct.len(),
+            counters: self.counters,
+        }
+    }
+}
+
+/// A port's capture file: classic pcap, microsecond wall-clock stamps,
+/// every frame received and transmitted on the port. Debugging aid: it
+/// reads the clock and writes per packet, so it is off by default.
+#[derive(Debug)]
+pub struct Capture {
+    w: BufWriter<File>,
+    /// Write errors (the capture stops counting bytes, forwarding goes on).
+    pub errors: u64,
+}
+
+impl Capture {
+    /// Create (truncate) `path` and write the pcap header.
+    pub fn create(path: &std::path::Path) -> std::io::Result<Capture> {
+        use std::io::Write;
+        let mut w = BufWriter::new(File::create(path)?);
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        h[6..8].copy_from_slice(&4u16.to_le_bytes());
+        h[16..20].copy_from_slice(&65535u32.to_le_bytes());
+        h[20..24].copy_from_slice(&1u32.to_le_bytes()); // Ethernet
+        w.write_all(&h)?;
+        Ok(Capture { w, errors: 0 })
+    }
+
+    /// Append one frame stamped now.
+    pub fn write(&mut self, pkt: &[u8]) {
+        use std::io::Write;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&(t.as_secs() as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&t.subsec_micros().to_le_bytes());
+        h[8..12].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
+        if self
+            .w
+            .write_all(&h)
+            .and_then(|_| self.w.write_all(pkt))
+            .is_err()
+        {
+            self.errors += 1;
+        }
+    }
+
+    /// Push buffered records to the file.
+    pub fn flush(&mut self) {
+        use std::io::Write;
+        if self.w.flush().is_err() {
+            self.errors += 1;
+        }
+    }
+}
+
+/// Copy `pkt` into a ring slot; false if the ring is full or the frame too
+/// long for a slot.
+fn push_handoff(
+    ring: &conntrack::HandoffRing<Handoff>,
+    op: HandoffOp,
+    port: u32,
+    pkt: &[u8],
+) -> bool {
+    if pkt.len() > HANDOFF_MAX {
+        return false;
+    }
+    let mut h = Handoff {
+        op,
+        port,
+        len: pkt.len() as u16,
+        data: [0; HANDOFF_MAX],
+    };
+    h.data[..pkt.len()].copy_from_slice(pkt);
+    ring.push(h).is_ok()
+}
+
+/// Transmit what `q` holds on `p`; frames the port refused twice are
+/// freed and counted.
+fn flush_port(umem: &mut Umem, p: &mut OwnedPort, q: &mut Batch, c: &mut WorkerCounters) {
+    if q.is_empty() {
+        return;
+    }
+    if let Some(w) = p.pcap.as_mut() {
+        for f in q.frames() {
+            w.write(umem.data(f));
+        }
+    }
+    p.port.tx_burst(umem, q);
+    if !q.is_empty() {
+        p.port.tx_burst(umem, q);
+    }
+    if !q.is_empty() {
+        c.tx_busy_dropped += q.len() as u64;
+        umem.free_batch(q);
+    }
+}
+
+/// The engine's outputs: copied into a fresh frame on the owning port's tx
+/// batch, or handed to the worker that owns the port.
+struct TxSink<'a> {
+    me: usize,
+    umem: &'a mut Umem,
+    ports: &'a mut [OwnedPort],
+    txq: &'a mut [Batch],
+    routes: &'a [(u32, Route)],
+    cross: Option<&'a Cross>,
+    counters: &'a mut WorkerCounters,
+}
+
+impl Sink for TxSink<'_> {
+    fn output(&mut self, port: u32, pkt: &[u8]) {
+        let route = self
+            .routes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, r)| *r);
+        match route {
+            Some(Route::Local(i)) => {
+                let Some(mut f) = self.umem.alloc() else {
+                    self.counters.tx_no_frame += 1;
+                    return;
+                };
+                if self.umem.set_len(&mut f, pkt.len()).is_err() {
+                    self.umem.free(f);
+                    self.counters.tx_too_long += 1;
+                    return;
+                }
+                self.umem.data_mut(&f).copy_from_slice(pkt);
+                if self.txq[i].space() == 0 {
+                    flush_port(
+                        self.umem,
+                        &mut self.ports[i],
+                        &mut self.txq[i],
+                        self.counters,
+                    );
+                }
+                if let Err(f) = self.txq[i].push(f) {
+                    self.umem.free(f);
+                    self.counters.tx_busy_dropped += 1;
+                }
+            }
+            Some(Route::Worker(w)) => match self.cross {
+                Some(c) => {
+                    if push_handoff(c.mesh.ring(self.me, w), HandoffOp::Transmit, port, pkt) {
+                        self.counters.handoff_tx_out += 1;
+                    } else {
+                        self.counters.handoff_full += 1;
+                    }
+                }
+                None => self.counters.tx_no_route += 1,
+            },
+            None => self.counters.tx_no_route += 1,
+        }
+    }
+}
