@@ -135,6 +135,10 @@ pub struct Cluster {
     pub p1: String,
     pub p2: String,
     pub dir: PathBuf,
+    /// Flows and groups node1 runs (default: tests/e2e/).
+    pub flows: PathBuf,
+    pub groups: PathBuf,
+    rules_done: bool,
     children: Vec<Child>,
     namespaces: Vec<String>,
 }
@@ -199,6 +203,9 @@ impl Cluster {
             p2: format!("pb{t}"),
             dir: std::env::temp_dir().join(format!("fpe-{t}")),
             tag: t.clone(),
+            flows: repo().join("tests/e2e/flows.txt"),
+            groups: repo().join("tests/e2e/groups.txt"),
+            rules_done: false,
             children: Vec::new(),
             namespaces: Vec::new(),
         };
@@ -312,7 +319,6 @@ impl Cluster {
     /// Write node.toml for node1 and start `flowpath run` in node1's
     /// namespace. `queues` entries per AF_XDP port.
     pub fn start_flowpath(&mut self, queues: u32, mode: &str, extra: &str) -> Flowpath {
-        let e2e = repo().join("tests/e2e");
         let qs: Vec<String> = (0..queues).map(|q| q.to_string()).collect();
         let qs = qs.join(", ");
         let pcap = |n: &str| self.dir.join(format!("{n}.pcap")).display().to_string();
@@ -364,8 +370,8 @@ queues = [{qs}]
 mode = "{mode}"
 pcap = "{pp2}"
 "#,
-            flows = e2e.join("flows.txt").display(),
-            groups = e2e.join("groups.txt").display(),
+            flows = self.flows.display(),
+            groups = self.groups.display(),
             up = self.up1,
             p1 = self.p1,
             p2 = self.p2,
@@ -377,18 +383,27 @@ pcap = "{pp2}"
         let path = self.dir.join("node.toml");
         std::fs::write(&path, cfg).expect("write node.toml");
         let fp = Flowpath::start(&self.n1, &path);
-        // The gateway exists now: the host's routes through it.
+        // The gateway exists now: the host's routes through it (they go
+        // away with the device, so again after a restart).
         sh(
             &self.n1,
             &format!(
-                "ip route add {VIP}/32 dev gw0
-                 ip route add 10.96.0.0/16 dev gw0 src {GW_IP}
-                 ip route add {NODE_IP}/32 via {VIP} dev gw0 onlink src {GW_IP} table 100
-                 ip rule add pref 100 lookup local
-                 ip rule del pref 0
-                 ip rule add pref 10 to {NODE_IP} ipproto tcp dport 30232-30236 lookup 100"
+                "ip route replace {VIP}/32 dev gw0
+                 ip route replace 10.96.0.0/16 dev gw0 src {GW_IP}
+                 ip route replace {NODE_IP}/32 via {VIP} dev gw0 onlink src {GW_IP} table 100"
             ),
         );
+        if !self.rules_done {
+            sh(
+                &self.n1,
+                &format!(
+                    "ip rule add pref 100 lookup local
+                     ip rule del pref 0
+                     ip rule add pref 10 to {NODE_IP} ipproto tcp dport 30232-30236 lookup 100"
+                ),
+            );
+            self.rules_done = true;
+        }
         fp
     }
 
