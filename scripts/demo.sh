@@ -18,3 +18,9 @@ echo
 echo "== flowpath trace: the client's SYN"
 $FP trace --flows $S/flows.txt --groups $S/groups.txt --ports "$PORTS" --in-port uplink \
   --flow 'tcp,dl_src=00:50:56:a7:ca:77,dl_dst=00:50:56:a7:35:0b,nw_src=10.176.26.36,nw_dst=10.176.25.244,tp_src=40001,tp_dst=30232,tcp_flags=+syn'
+# As root (AF_XDP, TUN, namespaces): a real curl through `flowpath run`.
+if [ "$(id -u)" -eq 0 ] && [ "${DEMO_NETNS:-1}" = 1 ]; then
+  echo
+  echo "== flowpath run in a namespace cluster (scripts/demo-netns.sh; DEMO_NETNS=0 skips)"
+  FLOWPATH=$FP scripts/demo-netns.sh
+fi

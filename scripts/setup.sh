@@ -7,6 +7,7 @@ command -v ovs-vswitchd >/dev/null 2>&1 || need+=(openvswitch-switch)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need+=(ethtool)  # AF_XDP tests: turn off veth tx checksum offload
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v curl >/dev/null 2>&1 || need+=(curl)  # end-to-end tests: real HTTP clients
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -378,6 +378,8 @@ impl Worker {
         let generation = cell.generation();
         let mut cache = MegaflowCache::new(cfg.cache_capacity, cfg.emc);
         cache.sync_generation(generation);
+        // Starting empty is not a flush.
+        cache.stats.flushes = 0;
         let buf_len = umem.max_frame_len().max(HANDOFF_MAX);
         Worker {
             txq: ports.iter().map(|_| Batch::new()).collect(),
