@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace 2>&1 | tee /tmp/flowpath-test.log
+cargo test --workspace --exclude tests
+# Integration tests against real OVS: --show-output prints how many cases,
+# packets and conntrack dumps each differential test compared.
+cargo test -p tests -- --show-output
