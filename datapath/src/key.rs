@@ -77,25 +77,9 @@ pub mod frag {
     pub const LATER: u8 = 2;
 }
 
-/// Connection tracking state bits (`ct_state`), the OVS `CS_*` values.
-pub mod ct_state {
-    /// Start of a new connection.
-    pub const NEW: u8 = 0x01;
-    /// Part of an established connection.
-    pub const EST: u8 = 0x02;
-    /// Related to an existing connection.
-    pub const REL: u8 = 0x04;
-    /// Flow is in the reply direction.
-    pub const RPL: u8 = 0x08;
-    /// Could not be tracked (invalid).
-    pub const INV: u8 = 0x10;
-    /// Has gone through conntrack.
-    pub const TRK: u8 = 0x20;
-    /// Source NAT applied.
-    pub const SNAT: u8 = 0x40;
-    /// Destination NAT applied.
-    pub const DNAT: u8 = 0x80;
-}
+/// Connection tracking state bits (`ct_state`), the OVS `CS_*` values
+/// (defined once, by conntrack, which produces them).
+pub use conntrack::cs as ct_state;
 
 /// A location in the key: `bits` wide, starting at bit `shift` of `word`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
