@@ -7,7 +7,7 @@
 # AF_XDP generator sends), 60-byte frames; generator on CPU 0, the dut's
 # worker on CPU 1, both SCHED_FIFO for the run.
 #
-#   scripts/bench-run.sh        (root; cargo build --release -p ctrl -p datapath --examples first)
+#   scripts/bench-run.sh        (root; first: cargo build --release -p ctrl && cargo build --release -p datapath --examples)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-4}
@@ -65,7 +65,7 @@ for what in xdp_fwd flowpath; do
   r0=$(rxs); g=$(gen); r1=$(rxs)
   echo "$what: offered ${g#xdp_gen: }; sink received $(( (r1 - r0) / SECS )) pps"
   if [ $what = flowpath ]; then
-    kill -USR1 $P; sleep 0.5; kill -TERM $P; wait $P || true
+    kill -USR1 $P 2>/dev/null || cat "$DIR/fp.log"; sleep 0.5; kill -TERM $P 2>/dev/null; wait $P || true
     grep -E "^worker|cache:|conntrack:|port|drops|total" "$DIR/fp.log" | awk '!seen[$0]++' | tail -9
   else
     wait $P || true
