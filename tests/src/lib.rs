@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod decode;
+pub mod lab;
 pub mod ovs;
 pub mod pcap;
 pub mod pkt;

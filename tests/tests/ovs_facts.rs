@@ -1,6 +1,8 @@
-//! OpenFlow and conntrack semantics facts, asserted against real OVS alone
-//! (3.1.0, userspace dummy datapath). These are what flowpath must
-//! reproduce; each test states the fact it pins down. Where OVS contradicted
+//! OpenFlow and conntrack semantics facts, asserted against real OVS
+//! (3.1.0, userspace dummy datapath) — and, through [`tests::lab::Both`],
+//! against flowpath in lockstep: every packet's outputs and every conntrack
+//! dump must be identical on both sides, so each fact is its own
+//! differential case. Each test states the fact it pins down. Where OVS contradicted
 //! a fact as first written in the design notes, the test asserts what OVS
 //! really does and says so.
 //!
@@ -10,7 +12,8 @@
 //! new=0x01 est=0x02 rel=0x04 rpl=0x08 inv=0x10 trk=0x20 snat=0x40 dnat=0x80.
 
 use tests::decode::{fields, summary};
-use tests::ovs::{OvsSwitch, skip_without_ovs};
+use tests::lab::Both as OvsSwitch;
+use tests::ovs::skip_without_ovs;
 use tests::pkt::{self, Ipv4, L4, Mac, ip, mac, tcp_flags::*};
 
 const A_MAC: &str = "02:00:00:00:00:0a";

@@ -65,6 +65,7 @@ pub enum Maskable {
 pub enum FieldId {
     Reg(u8),
     XReg(u8),
+    XXReg(u8),
     PktMark,
     CtState,
     CtZone,
@@ -182,6 +183,7 @@ impl FieldDef {
             self.id,
             FieldId::Reg(_)
                 | FieldId::XReg(_)
+                | FieldId::XXReg(_)
                 | FieldId::PktMark
                 | FieldId::CtState
                 | FieldId::CtZone
@@ -768,11 +770,54 @@ static XREGS: [FieldDef; 8] = {
     out
 };
 
+/// `xxreg0`..`xxreg3`: 128 bits each, `xxregN` = reg4N (most significant)
+/// .. reg4N+3, i.e. xreg2N (high half) and xreg2N+1 (low half).
+static XXREGS: [FieldDef; 4] = {
+    let names = ["xxreg0", "xxreg1", "xxreg2", "xxreg3"];
+    let nxm: [&[&str]; 4] = [
+        &["NXM_NX_XXREG0"],
+        &["NXM_NX_XXREG1"],
+        &["NXM_NX_XXREG2"],
+        &["NXM_NX_XXREG3"],
+    ];
+    let mut out = [def(
+        FieldId::XXReg(0),
+        "xxreg0",
+        &[],
+        xreg_slot(1),
+        128,
+        M::Bitwise,
+        P::None,
+        F::Hex,
+        true,
+    ); 4];
+    let mut i = 0;
+    while i < 4 {
+        out[i] = FieldDef {
+            hi: Some(xreg_slot(2 * i)),
+            ..def(
+                FieldId::XXReg(i as u8),
+                names[i],
+                nxm[i],
+                xreg_slot(2 * i + 1),
+                128,
+                M::Bitwise,
+                P::None,
+                F::Hex,
+                true,
+            )
+        };
+        i += 1;
+    }
+    out
+};
+
 /// The definition of `id`.
 pub fn get(id: FieldId) -> &'static FieldDef {
     match id {
         FieldId::Reg(n) => &REGS[n as usize],
         FieldId::XReg(n) => &XREGS[n as usize],
+        FieldId::XXReg(n) => &XXREGS[n as usize],
         _ => FIELDS
             .iter()
             .find(|f| f.id == id)
@@ -788,7 +833,11 @@ pub fn lookup(name: &str) -> Option<&'static FieldDef> {
 
 /// Every field definition.
 pub fn all() -> impl Iterator<Item = &'static FieldDef> {
-    FIELDS.iter().chain(REGS.iter()).chain(XREGS.iter())
+    FIELDS
+        .iter()
+        .chain(REGS.iter())
+        .chain(XREGS.iter())
+        .chain(XXREGS.iter())
 }
 
 /// Key slots that a field's prerequisite pins, used by the parser to check
@@ -842,5 +891,10 @@ mod tests {
         l.write(&mut k, 1u128 << 100 | 7);
         assert_eq!(l.read(&k), 1u128 << 100 | 7);
         assert_eq!(l.full_mask(), u128::MAX);
+        // xxreg1 is reg4 (most significant) .. reg7 (least), as in OVS.
+        let x = lookup("NXM_NX_XXREG1").unwrap();
+        x.write(&mut k, 0x1234 | (0xab << 96));
+        assert_eq!((k.reg(7), k.reg(4)), (0x1234, 0xab));
+        assert_eq!(x.read(&k), 0x1234 | (0xab << 96));
     }
 }

@@ -764,6 +764,7 @@ fn mf_rank(id: FieldId) -> u32 {
         F::CtTpDst => 12,
         F::Reg(n) => 20 + n as u32,
         F::XReg(n) => 40 + n as u32,
+        F::XXReg(n) => 48 + n as u32,
         F::DlSrc => 60,
         F::DlDst => 61,
         F::DlType => 62,
