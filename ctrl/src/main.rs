@@ -90,6 +90,9 @@ enum Cmd {
         /// Counter output format (SIGUSR1 and at exit).
         #[arg(long, value_enum, default_value = "text")]
         stats_format: Format,
+        /// Only validate node.toml and its flows/groups files, then exit.
+        #[arg(long)]
+        check: bool,
     },
     /// Compile a node's Services into flows and groups and print them
     /// (`ovs-ofctl add-flows`/`add-groups` text), without running anything.
@@ -194,7 +197,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run {
             config,
             stats_format,
+            check,
         } => {
+            if check {
+                println!("{}", ctrl::run::check(&config)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let f = match stats_format {
                 Format::Json => ctrl::run::StatsFormat::Json,
                 Format::Text => ctrl::run::StatsFormat::Text,

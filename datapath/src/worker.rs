@@ -50,7 +50,17 @@
 //! Per packet: one copy from the rx frame into the worker's packet buffer
 //! (the frame is freed at once), the engine, and one copy per output into a
 //! fresh frame. Nothing allocates in steady state (cache hits, established
-//! connections): batches, rings and buffers are sized at start.
+//! connections): batches, rings and buffers are sized at start
+//! (`tests/worker_alloc.rs` counts zero allocations over 128 k packets).
+//! Measured (release, the shared 2-core VM): ~1.7 µs/packet through the
+//! established NodePort ETP Cluster chain (6 passes, 3 zones) with memory
+//! ports; on veth AF_XDP copy mode 0.39-0.42 Mpps delivered through that
+//! chain against 0.86-0.91 Mpps for the bare AF_XDP forwarder in the same
+//! run (`scripts/bench-run.sh`).
+//!
+//! Memory of the handoff mesh: `workers²` rings of `capacity` slots of
+//! [`HANDOFF_MAX`] bytes each, preallocated (2 workers x 256 slots: 1.8 MB;
+//! many workers want smaller rings, or frame indices instead of copies).
 
 use std::any::Any;
 use std::fs::File;

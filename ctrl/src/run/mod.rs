@@ -341,6 +341,29 @@ fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Opti
     })?))
 }
 
+/// `flowpath run --check`: validate the config and its flows/groups files
+/// without opening any port. Returns a one-line summary.
+pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
+    let cfg = config::load(config)?;
+    let p = crate::load::load(&cfg.flows, cfg.groups.as_deref())?;
+    let sockets: usize = cfg
+        .ports
+        .iter()
+        .map(|p| match &p.kind {
+            PortKind::AfXdp { queues, .. } => queues.len(),
+            _ => 0,
+        })
+        .sum();
+    Ok(format!(
+        "{}: ok: {} port(s) ({sockets} AF_XDP socket(s)), {} worker(s), {} flows, {} groups",
+        config.display(),
+        cfg.ports.len(),
+        cfg.workers,
+        p.flows.len(),
+        p.groups.len()
+    ))
+}
+
 /// `flowpath run --config FILE`: start, serve signals until SIGTERM/SIGINT.
 pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
