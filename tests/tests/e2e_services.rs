@@ -32,6 +32,9 @@ fn node(c: &Cluster) -> String {
 fn pod2(c: &Cluster) -> String {
     c.pod2.clone()
 }
+fn pod1(c: &Cluster) -> String {
+    c.pod1.clone()
+}
 
 const BIG: usize = 256 * 1024 + 1;
 
@@ -141,6 +144,21 @@ fn cases() -> Vec<Case> {
             "http://10.176.25.244:30235",
             "node2",
             GW_IP,
+        ),
+        // ETP Local from inside the node keeps the source too.
+        np(
+            "node -> NodePort ETP Local -> local pod",
+            node,
+            "http://10.176.25.244:30236",
+            "pod2",
+            GW_IP,
+        ),
+        np(
+            "pod -> NodePort ETP Local -> local pod",
+            pod1,
+            "http://10.176.25.244:30236",
+            "pod2",
+            POD1_IP,
         ),
         // ClusterIP: no SNAT.
         np(
