@@ -82,13 +82,20 @@ fn nat_exhaustion_drops_and_counts() {
         vec![1, 1],
         "OVS forwards the second echo un-NATed"
     );
-    assert!(
-        sw.new_log_problems()
+    // The warning reaches ovs-vswitchd's log asynchronously: poll briefly.
+    let mut logged = false;
+    for _ in 0..40 {
+        logged |= sw
+            .new_log_problems()
             .unwrap()
             .iter()
-            .any(|l| l.contains("Unable to NAT due to tuple space exhaustion")),
-        "OVS logs the exhaustion"
-    );
+            .any(|l| l.contains("Unable to NAT due to tuple space exhaustion"));
+        if logged {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(logged, "OVS logs the exhaustion");
 }
 
 /// A TCP segment whose header is cut short (IPv4 total length covers only
