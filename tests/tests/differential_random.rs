@@ -437,6 +437,7 @@ fn run(seed: u64, range: std::ops::Range<u64>, with_flowpath: bool) -> Run {
                 .count();
             continue;
         }
+        let failures_before = out.failures.len();
         for cache in [false, true] {
             let label = format!("case {i} (seed {seed:#x}, cache={cache})");
             let res = replay_json(
@@ -461,6 +462,25 @@ fn run(seed: u64, range: std::ops::Range<u64>, with_flowpath: bool) -> Run {
                     } else {
                         out.failures.push(label);
                     }
+                }
+            }
+        }
+        if out.failures.len() > failures_before {
+            // OVS writes the exhaustion warning to its log asynchronously:
+            // before calling a mismatch, make sure OVS did not hit the
+            // documented deviation in this case after all.
+            for _ in 0..10 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if sw
+                    .new_log_problems()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(NAT_EXHAUSTION))
+                {
+                    out.failures.truncate(failures_before);
+                    out.deviations += 1;
+                    out.cases -= 1;
+                    break;
                 }
             }
         }
