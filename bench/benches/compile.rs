@@ -5,8 +5,9 @@
 //!   10 endpoints each, compiled to flows and groups and built into a
 //!   `Pipeline` (what a reload publishes). Target: under 1 s. The same for
 //!   100 Services is the baseline.
-//! - `compile/parse_yaml_10k`: reading the same Services and EndpointSlices
-//!   from `kubectl get -o yaml` text (a reload from files pays this too).
+//! - `compile/parse_yaml_10k`, `compile/parse_json_10k`: reading the same
+//!   Services and EndpointSlices from `kubectl get -o yaml` / `-o json` text
+//!   (a reload from files pays this too).
 //! - `per_packet/*`: the cost of one packet through the interpreter (no flow
 //!   cache, so every table is looked up) with 1 Service and with 10,000:
 //!   an established NodePort packet through the whole three-zone chain, an
@@ -164,6 +165,52 @@ fn synthetic_yaml(m: &Manifests) -> String {
     s
 }
 
+/// The same objects as `kubectl get svc,endpointslices -o json` prints them.
+fn synthetic_json(m: &Manifests) -> String {
+    use serde_json::json;
+    let mut items = Vec::new();
+    for svc in &m.services {
+        let p = &svc.ports[0];
+        let mut port = json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080});
+        if let Some(np) = p.node_port {
+            port["nodePort"] = json!(np);
+        }
+        items.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.name, "namespace": svc.namespace},
+            "spec": {
+                "type": if p.node_port.is_some() { "NodePort" } else { "ClusterIP" },
+                "clusterIP": svc.cluster_ips[0].to_string(),
+                "clusterIPs": [svc.cluster_ips[0].to_string()],
+                "ports": [port],
+            },
+        }));
+    }
+    for sl in &m.slices {
+        let eps: Vec<_> = sl
+            .endpoints
+            .iter()
+            .map(|e| {
+                json!({
+                    "addresses": [e.addresses[0].to_string()],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "nodeName": e.node_name,
+                })
+            })
+            .collect();
+        items.push(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": sl.name, "namespace": sl.namespace,
+                         "labels": {"kubernetes.io/service-name": sl.service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps,
+        }));
+    }
+    serde_json::to_string_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        .unwrap()
+}
+
 fn build(node: &NodeConfig, m: &Manifests) -> Pipeline {
     compile::compile(node, m).expect("compile").pipeline()
 }
@@ -193,6 +240,20 @@ fn compile_bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("100_services_x10", |b| b.iter(|| build(&node, &small)));
     g.bench_function("10k_services_x10", |b| b.iter(|| build(&node, &big)));
+    let json = synthetic_json(&big);
+    {
+        let mut parsed = Manifests::default();
+        parsed.add_text("bench.json", &json).unwrap();
+        assert_eq!(parsed.services.len(), big.services.len());
+        assert_eq!(parsed.slices[7].endpoints, big.slices[7].endpoints);
+    }
+    g.bench_function("parse_json_10k", |b| {
+        b.iter_batched(
+            Manifests::default,
+            |mut m| m.add_text("bench.json", &json).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
     g.bench_function("parse_yaml_10k", |b| {
         b.iter_batched(
             Manifests::default,

@@ -101,8 +101,9 @@ enum Cmd {
         #[arg(long)]
         node: PathBuf,
         /// Service and EndpointSlice manifests (files or directories of
-        /// *.yaml), as `kubectl get svc,endpointslices -o yaml` prints them.
-        #[arg(long, required = true, num_args = 1..)]
+        /// *.yaml/*.json), as `kubectl get svc,endpointslices -o yaml`
+        /// prints them [default: node.toml's `services`].
+        #[arg(long, num_args = 1..)]
         services: Vec<PathBuf>,
         /// Write the groups here instead of after the flows on stdout.
         #[arg(long)]
@@ -215,7 +216,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             services,
             groups_out,
         } => {
-            let node = ctrl::config::NodeConfig::load(&node)?;
+            let node_path = node;
+            let node = ctrl::config::NodeConfig::load(&node_path)?;
+            let services = match (services.is_empty(), &node.services) {
+                (false, _) => services,
+                (true, Some(dir)) => vec![node_path.parent().unwrap_or(".".as_ref()).join(dir)],
+                (true, None) => anyhow::bail!(
+                    "no manifests: give --services or `services = \"DIR\"` in {}",
+                    node_path.display()
+                ),
+            };
             let manifests = ctrl::config::Manifests::load(&services)?;
             let c = ctrl::compile::compile(&node, &manifests)?;
             for w in &c.warnings {

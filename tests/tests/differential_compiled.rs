@@ -349,6 +349,31 @@ fn cases() -> Vec<Case> {
             server_rx: ("pod2", POD2_MAC),
             client_rx: ("pod1", POD1_MAC),
         },
+        // --- NodePort from the node (the host sends from the gateway IP)
+        Case {
+            name: "etp_cluster_node_to_local_pod",
+            proto: Proto::Tcp,
+            client: host(GW, 43101, (NODE_IP, 30001), VIRT_MAC),
+            server: pod(1, 8080, (GW, 43101)),
+            server_rx: ("pod1", POD1_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "etp_cluster_node_to_remote_pod",
+            proto: Proto::Tcp,
+            client: host(GW, 43102, (NODE_IP2, 30002), VIRT_MAC),
+            server: remote(REMOTE_POD, 8080, (GW, 43102)),
+            server_rx: ("uplink", PEER_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "etp_local_node_to_local_pod",
+            proto: Proto::Tcp,
+            client: host(GW, 43105, (NODE_IP, 30005), VIRT_MAC),
+            server: pod(2, 8080, (GW, 43105)),
+            server_rx: ("pod2", POD2_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
         // --- LoadBalancer / externalIPs (ETP Local)
         Case {
             name: "external_ip_to_local_pod",

@@ -271,11 +271,14 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
         trk_est(reg8(M::ip(), REG8_REQUEST)),
         vec![resubmit(T_NODEPORT_POST_SNAT)],
     ));
+    // Replies, un-SNATed: on to the un-DNAT. A reply this zone never saw
+    // (ETP Local from the node: the client already was the gateway IP, no
+    // SNAT was committed) is +new here and takes the same way.
     out.push(flow(
         T_NODEPORT_SNAT,
         190,
         np,
-        trk_est(reg8(M::ip(), REG8_REPLY)),
+        reg8(M::ip(), REG8_REPLY).ct_state(ct_state::TRK, 0),
         vec![ct(
             false,
             T_NODEPORT_DNAT,

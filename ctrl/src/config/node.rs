@@ -254,6 +254,30 @@ pub struct NodeConfig {
     /// Noencap peers.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// Service manifests (file or directory, relative to this file), used
+    /// when `flowpath compile` is given no `--services`.
+    #[serde(default)]
+    pub services: Option<std::path::PathBuf>,
+    /// `flowpath run`'s keys may share the file; the compiler ignores them.
+    #[serde(flatten)]
+    pub runtime: RuntimeKeys,
+}
+
+/// The keys of `flowpath run`'s configuration (see `ctrl::run::config`),
+/// accepted and ignored here so that one `node.toml` serves both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RuntimeKeys {
+    pub flows: Option<toml::Value>,
+    pub groups: Option<toml::Value>,
+    pub workers: Option<toml::Value>,
+    pub cores: Option<toml::Value>,
+    pub cache: Option<toml::Value>,
+    pub conntrack: Option<toml::Value>,
+    pub umem: Option<toml::Value>,
+    pub idle_sleep_us: Option<toml::Value>,
+    pub ports: Option<toml::Value>,
 }
 
 fn default_vip() -> Ipv4Addr {
@@ -273,7 +297,15 @@ impl NodeConfig {
             file: file.into(),
             field: e
                 .span()
-                .map(|s| format!("bytes {}..{}", s.start, s.end))
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(
+                        "line {line} column {col} {:?}",
+                        &text[s.start..s.end.min(text.len())]
+                    )
+                })
                 .unwrap_or_default(),
             problem: e.message().to_string(),
         })?;
@@ -409,7 +441,35 @@ port = 4
     fn unknown_key_is_an_error() {
         let e = NodeConfig::parse("n.toml", &format!("{NODE}\nbogus = 1\n")).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("n.toml") && s.contains("bogus"), "{s}");
+        assert!(
+            s.contains("n.toml: line 17 column 1") && s.contains("bogus"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error() {
+        let e = NodeConfig::parse("n.toml", &format!("bogus = 1\n{NODE}")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("line 1 column 1") && s.contains("bogus"), "{s}");
+    }
+
+    #[test]
+    fn runtime_keys_may_share_the_file() {
+        let run = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/node.toml"
+        ))
+        .unwrap();
+        // The compiler's top-level keys first, then run's keys and tables.
+        let text = format!(
+            "{}\n{run}\n{}",
+            &NODE[..NODE.find("[uplink]").unwrap()],
+            &NODE[NODE.find("[uplink]").unwrap()..]
+        );
+        let n = NodeConfig::parse("node.toml", &text).unwrap();
+        assert_eq!(n.pods.len(), 1);
+        assert!(n.runtime.flows.is_some());
     }
 
     #[test]
