@@ -349,6 +349,24 @@ fn cases() -> Vec<Case> {
             server_rx: ("pod2", POD2_MAC),
             client_rx: ("pod1", POD1_MAC),
         },
+        // ETP Local to a local hostNetwork endpoint: the host sees the
+        // client's address and answers it through the gateway.
+        Case {
+            name: "etp_local_external_to_local_hostnetwork",
+            proto: Proto::Tcp,
+            client: external(40006, (NODE_IP, 30006)),
+            server: host(NODE_IP, 9090, (EXT, 40006), GW_MAC),
+            server_rx: ("gw0", GW_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "etp_local_local_pod_to_local_hostnetwork",
+            proto: Proto::Tcp,
+            client: pod(1, 41006, (NODE_IP2, 30006)),
+            server: host(NODE_IP, 9090, (POD1, 41006), GW_MAC),
+            server_rx: ("gw0", GW_MAC),
+            client_rx: ("pod1", POD1_MAC),
+        },
         // --- NodePort from the node (the host sends from the gateway IP)
         Case {
             name: "etp_cluster_node_to_local_pod",
