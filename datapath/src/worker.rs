@@ -78,6 +78,7 @@ use crate::io::{BURST, Batch, Port, PortStats, Umem};
 use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
+use crate::pipeline::xlate::{DpAction, xlate};
 
 /// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
 pub const HANDOFF_MAX: usize = 2048 - 256;
@@ -249,6 +250,10 @@ pub struct WorkerCounters {
     pub handoff_tx_out: u64,
     /// Frames received from another worker for transmission.
     pub handoff_tx_in: u64,
+    /// Of `handoff_process_out`: packets whose wire tuple nobody owns but
+    /// whose first `ct()`, after the header rewrites the pipeline does
+    /// before it, belongs to another worker's connection.
+    pub handoff_rewritten: u64,
     /// Handoffs refused because the ring was full (dropped).
     pub handoff_full: u64,
     /// Outputs dropped: no free UMEM chunk for the copy.
@@ -360,6 +365,7 @@ pub struct Worker {
     scratch: Scratch,
     rx: Batch,
     buf: Box<[u8]>,
+    probe: Box<[u8]>,
     cross: Option<Cross>,
     ctl: Arc<WorkerControl>,
     counters: WorkerCounters,
@@ -406,6 +412,7 @@ impl Worker {
             scratch: Scratch::default(),
             rx: Batch::new(),
             buf: vec![0u8; buf_len].into_boxed_slice(),
+            probe: vec![0u8; buf_len].into_boxed_slice(),
             cross,
             ctl,
             counters: WorkerCounters::default(),
@@ -503,29 +510,84 @@ impl Worker {
     /// Run the packet in `self.buf[..len]` received on `in_port`: hand it to
     /// its conntrack owner, or process it here.
     fn handle(&mut self, in_port: u32, len: usize, now: u64) {
-        if let Some(cross) = &self.cross {
+        if self.cross.is_some() {
             let me = self.cfg.id;
-            let mut key = FlowKey::ZERO;
-            if let Ok(layout) = extract::extract(&self.buf[..len], in_port, &mut key)
-                && layout.is_ipv4()
+            if let Some((owner, rewritten)) = self.owner_probe(in_port, len)
+                && owner != me
             {
-                let cp = extract::ct_packet(&self.buf[..len], &layout);
-                if let Some(owner) = cross.directory.owner_of(&cp, me)
-                    && owner != me
-                {
-                    let ring = cross.mesh.ring(me, owner);
-                    let ok = push_handoff(ring, HandoffOp::Process, in_port, &self.buf[..len]);
-                    if ok {
-                        self.counters.handoff_process_out += 1;
-                        self.ct.note_handoff(true);
-                    } else {
-                        self.counters.handoff_full += 1;
-                    }
-                    return;
+                let cross = self.cross.as_ref().expect("checked");
+                let ring = cross.mesh.ring(me, owner);
+                if push_handoff(ring, HandoffOp::Process, in_port, &self.buf[..len]) {
+                    self.counters.handoff_process_out += 1;
+                    self.counters.handoff_rewritten += u64::from(rewritten);
+                    self.ct.note_handoff(true);
+                } else {
+                    self.counters.handoff_full += 1;
                 }
+                return;
             }
         }
         self.process(in_port, len, now);
+    }
+
+    /// Which worker owns the connection of the packet in `self.buf[..len]`
+    /// (and whether that was found only after the pipeline's rewrites).
+    ///
+    /// The wire tuple is looked up first. A pipeline may rewrite headers
+    /// before its first `ct()` (the seeds' local hostNetwork endpoint: the
+    /// host's reply to the virtual IP is turned back to the gateway IP
+    /// before conntrack), so when nobody owns the wire tuple, the first
+    /// pass's datapath actions (from the flow cache, as the engine will use
+    /// them) are applied to a copy up to the first `ct()`, and the tuple
+    /// conntrack would see there is looked up. No conntrack state is
+    /// touched. `None`: a new connection (this worker will own it).
+    #[cold]
+    fn owner_probe(&mut self, in_port: u32, len: usize) -> Option<(usize, bool)> {
+        let cross = self.cross.as_ref()?;
+        let me = self.cfg.id;
+        let mut key = FlowKey::ZERO;
+        let layout = extract::extract(&self.buf[..len], in_port, &mut key).ok()?;
+        if !layout.is_ipv4() {
+            return None;
+        }
+        let cp = extract::ct_packet(&self.buf[..len], &layout);
+        if let Some(o) = cross.directory.owner_of(&cp, me) {
+            return Some((o, false));
+        }
+        // The probe's cache lookup is bookkeeping, not a packet: keep the
+        // hit/miss counters for the engine's own lookup.
+        let counted = self.cache.stats;
+        let idx = match self.cache.lookup_idx(&key) {
+            Some(i) => i,
+            None => self.cache.insert(
+                &key,
+                xlate(&self.pipeline, &self.ofports[..], &key, 0, None),
+            ),
+        };
+        self.cache.stats.emc_hits = counted.emc_hits;
+        self.cache.stats.megaflow_hits = counted.megaflow_hits;
+        self.cache.stats.misses = counted.misses;
+        let mut rewritten = false;
+        for a in self.cache.entry(idx).actions.iter() {
+            match a {
+                DpAction::Set { from, to } => {
+                    if !rewritten {
+                        self.probe[..len].copy_from_slice(&self.buf[..len]);
+                        rewritten = true;
+                    }
+                    extract::commit(&mut self.probe[..len], &layout, from, to);
+                }
+                DpAction::Ct { .. } => {
+                    if !rewritten {
+                        return None;
+                    }
+                    let cp = extract::ct_packet(&self.probe[..len], &layout);
+                    return cross.directory.owner_of(&cp, me).map(|o| (o, true));
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     fn process(&mut self, in_port: u32, len: usize, now: u64) {

@@ -178,13 +178,12 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn service_matrix_over_afxdp() {
-    if skip() {
-        return;
-    }
-    let mut c = Cluster::new(1);
-    let mut fp = c.start_flowpath(1, "native", "");
+/// Every case through `queues` queues per AF_XDP port served by as many
+/// workers (native mode).
+fn matrix(queues: u32) {
+    let mut c = Cluster::new(queues);
+    let workers = format!("workers = {queues}");
+    let mut fp = c.start_flowpath(queues, "native", &workers);
     let mut failures = Vec::new();
     for case in cases() {
         let client = (case.client)(&c);
@@ -242,6 +241,25 @@ fn service_matrix_over_afxdp() {
     }
 }
 
+#[test]
+fn service_matrix_over_afxdp() {
+    if skip() {
+        return;
+    }
+    matrix(1);
+}
+
+/// The same with two queues and two workers: replies that land on the
+/// other worker's queue are handed to the connection's owner, and frames
+/// for the TAP (polled by worker 0) are handed to worker 0.
+#[test]
+fn service_matrix_two_workers() {
+    if skip() {
+        return;
+    }
+    matrix(2);
+}
+
 /// Not a test: builds the cluster, starts flowpath and waits, for poking
 /// at it by hand (`FLOWPATH_E2E_HOLD=SECS cargo test -p tests --test
 /// e2e_services hold -- --ignored --nocapture`).
@@ -255,8 +273,12 @@ fn hold() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let mut c = Cluster::new(1);
-    let _fp = c.start_flowpath(1, "native", "");
+    let q: u32 = std::env::var("FLOWPATH_E2E_QUEUES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut c = Cluster::new(q);
+    let mut fp = c.start_flowpath(q, "native", &format!("workers = {q}"));
     eprintln!(
         "cluster {} up for {secs}s: ext={} n1={} n2={} pod1={} pod2={} rpod={} dir={}",
         c.tag,
@@ -268,5 +290,13 @@ fn hold() {
         c.rpod,
         c.dir.display()
     );
-    std::thread::sleep(std::time::Duration::from_secs(secs));
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < secs {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let s = fp.stats();
+        for w in s["workers"].as_array().unwrap() {
+            eprintln!("worker {}: {}", w["worker"], w["worker_counters"]);
+            eprintln!("  drops {} ct {}", w["drops"], w["conntrack"]);
+        }
+    }
 }

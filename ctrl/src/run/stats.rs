@@ -68,6 +68,7 @@ fn worker_json(s: &WorkerStats) -> Value {
             "handoff_process_in": s.counters.handoff_process_in,
             "handoff_tx_out": s.counters.handoff_tx_out,
             "handoff_tx_in": s.counters.handoff_tx_in,
+            "handoff_rewritten": s.counters.handoff_rewritten,
             "handoff_full": s.counters.handoff_full,
             "tx_no_frame": s.counters.tx_no_frame, "tx_too_long": s.counters.tx_too_long,
             "tx_busy_dropped": s.counters.tx_busy_dropped, "tx_no_route": s.counters.tx_no_route,
@@ -140,8 +141,9 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
         );
         let _ = writeln!(
             o,
-            "  handoffs: process out {} in {}, transmit out {} in {}, ring full {}; tx drops: no frame {}, busy {}, no route {}",
+            "  handoffs: process out {} (after rewrite {}) in {}, transmit out {} in {}, ring full {}; tx drops: no frame {}, busy {}, no route {}",
             c.handoff_process_out,
+            c.handoff_rewritten,
             c.handoff_process_in,
             c.handoff_tx_out,
             c.handoff_tx_in,
