@@ -35,7 +35,10 @@
 //!   it through its own shard, as if received on the same OpenFlow port. A
 //!   tuple nobody owns is a new connection: it stays here and this worker
 //!   becomes its owner (its shard publishes both tuples of every connection
-//!   it commits, in every zone). SNAT ports are sliced per worker
+//!   it commits, in every zone). Before deciding "new", the tuple the first
+//!   `ct()` will see after the pipeline's own header rewrites is looked up
+//!   as well ([`Worker`]'s `owner_probe`: cached actions applied to a copy,
+//!   no conntrack state touched). SNAT ports are sliced per worker
 //!   (`port % n == worker`) so translations never collide.
 //! * Outputs to a port this worker does not own (the TAP lives on worker 0;
 //!   an interface with fewer queues than workers) go through the same rings
