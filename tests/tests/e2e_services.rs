@@ -187,6 +187,7 @@ fn matrix(queues: u32) {
     let mut failures = Vec::new();
     for case in cases() {
         let client = (case.client)(&c);
+        let t0 = std::time::Instant::now();
         let (ok, body) = c.curl(&client, case.url);
         let want = format!("hello from {}; peer={}:", case.endpoint, case.peer);
         if !ok || !body.starts_with(&want) {
@@ -206,7 +207,7 @@ fn matrix(queues: u32) {
                 first + BIG
             ));
         } else {
-            eprintln!("ok: {}", case.name);
+            eprintln!("ok: {} ({:.2?})", case.name, t0.elapsed());
         }
     }
     let stats = fp.stats();
