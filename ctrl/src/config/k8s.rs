@@ -284,6 +284,17 @@ impl Manifests {
     /// JSON (`kubectl get -o json`, one or more concatenated objects) takes
     /// a faster parser than YAML; the result is the same.
     pub fn add_text(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        if let Some(m) = super::fast::read(file, text) {
+            self.services.extend(m.services);
+            self.slices.extend(m.slices);
+            return Ok(());
+        }
+        self.add_text_checked(file, text)
+    }
+
+    /// The field-by-field reader: slower than [`super::fast`], and the one
+    /// that explains what is wrong.
+    pub(crate) fn add_text_checked(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
         use serde::Deserialize;
         if text.trim_start().starts_with('{') {
             let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
@@ -745,6 +756,34 @@ items:
                 && s.contains("\"SCTP\""),
             "{s}"
         );
+    }
+
+    /// The fast path builds exactly what the checked reader builds.
+    #[test]
+    fn fast_path_agrees_with_the_checked_reader() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/compile/services");
+        let mut texts = vec![("svc.yaml".to_string(), LIST.to_string())];
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            texts.push((
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            ));
+        }
+        let v: serde_json::Value = serde_yaml::from_str(LIST).unwrap();
+        texts.push(("svc.json".into(), serde_json::to_string(&v).unwrap()));
+        for (file, text) in texts {
+            let fast = crate::config::fast::read(&file, &text)
+                .unwrap_or_else(|| panic!("{file}: the fast path gave up on a valid file"));
+            let mut slow = Manifests::default();
+            slow.add_text_checked(&file, &text).unwrap();
+            assert_eq!(fast, slow, "{file}");
+            assert!(!fast.services.is_empty(), "{file}");
+        }
+        // Invalid input: the fast path gives up, the checked reader explains.
+        let bad = LIST.replace("protocol: UDP", "protocol: SCTP");
+        assert!(crate::config::fast::read("x", &bad).is_none());
+        assert!(crate::config::fast::read("x", "kind: Deployment\n").is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Both are parsed and validated completely before anything is compiled; a
 //! bad input is a [`ConfigError`] and nothing of it is used.
 
+mod fast;
 pub mod k8s;
 pub mod node;
 
