@@ -14,6 +14,12 @@
 //!   established ClusterIP packet from a pod, and the new-connection pass
 //!   that looks the Service up (table 31 -> 40 -> 41 -> group). Target: the
 //!   10,000-Service cost within 1.2x of the 1-Service cost.
+//!
+//! Measured (2 shared cores, load ~2-4): compile + build 10k x 10 ~0.36-0.5 s
+//! (100 x 10: ~2-4 ms); parse 10k from JSON ~0.34 s, from YAML ~1.6 s;
+//! interleaved per packet, 1 vs 10,000 Services: NodePort established
+//! ~4.6 us vs ~4.6 us, ClusterIP established ~2.8 us vs ~2.8 us, Service
+//! lookup pass ~1.0 us vs ~1.0 us (ratios 1.00-1.01).
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;

@@ -37,7 +37,31 @@
 //!
 //! Every per-Service flow is an exact match on fields that all flows of its
 //! table share (same mask), so the classifier keeps one subtable per table
-//! and the per-packet cost does not grow with the number of Services.
+//! and the per-packet cost does not grow with the number of Services
+//! (`ctrl/tests/compile_scale.rs` checks the masks; `bench/benches/compile.rs`
+//! measures it: 1 vs 10,000 Services within 1%; 10,000 Services x 10
+//! endpoints compile and build in ~0.4 s).
+//!
+//! Choices and limits, each OVS-expressible (the differential tests load
+//! every flow into OVS):
+//! - Session affinity (`ClientIP`): OVS's `learn` is not in our action set,
+//!   so the select group hashes the client address alone: a client keeps
+//!   its endpoint while the endpoint set is unchanged. `timeoutSeconds` is
+//!   read but not enforced.
+//! - A Service without usable endpoints sends new connections to the
+//!   controller (`controller(reason=no_match,userdata=REJECT)`, as Antrea
+//!   does); the runtime must answer with a TCP RST or ICMP port unreachable.
+//!   Until it does, the packet is dropped (OVS without a controller too).
+//! - Stale UDP conntrack entries: [`stale_udp_flushes`] lists the (zone,
+//!   frontend, backend) entries a reload must delete; applying them is the
+//!   runtime's job.
+//! - externalIPs and load-balancer ingress IPs are served from table 41
+//!   directly with the client address kept (no zone 52100/52200 chain): with
+//!   externalTrafficPolicy Cluster, replies from remote endpoints would not
+//!   come back through this node.
+//! - Replies to clients outside the node leave through the gateway (the host
+//!   routes them to the uplink), as in the seeds; flowpath knows no next-hop
+//!   MAC for them.
 
 pub mod build;
 pub mod resolve;
