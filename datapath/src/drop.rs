@@ -121,6 +121,11 @@ impl DropCounters {
         self.counts[r as usize]
     }
 
+    /// Sum of every counter.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
     /// Non-zero counters with their names.
     pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         DropReason::ALL

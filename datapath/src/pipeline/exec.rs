@@ -110,9 +110,12 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
         };
         let mut md = PktCtMeta::default();
-        let (tx0, punts0) = (self.stats.tx, self.stats.punts);
+        let (tx0, punts0, drops0) = (self.stats.tx, self.stats.punts, self.stats.drops.total());
         self.pass(pkt, &layout, key, 0, &mut md, 0, sink, &mut trace);
-        if self.stats.tx == tx0 && self.stats.punts == punts0 {
+        // A packet that went nowhere counts one reason: the one its walk
+        // recorded (table miss, explicit drop, ...), else `no_output`.
+        if self.stats.tx == tx0 && self.stats.punts == punts0 && self.stats.drops.total() == drops0
+        {
             self.stats.drops.bump(DropReason::NoOutput);
         }
     }
@@ -348,5 +351,47 @@ pub fn set_ct_fields(k: &mut FlowKey, md: &PktCtMeta) {
         k.set(slot::CT_NW_PROTO, t.proto as u64);
         k.set(slot::CT_TP_SRC, t.sport as u64);
         k.set(slot::CT_TP_DST, t.dport as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::parse;
+    use crate::wire::build::PacketBuilder;
+
+    fn run(flows: &str) -> ExecStats {
+        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let mut ct = Shard::default();
+        let mut stats = ExecStats::default();
+        let mut scratch = Scratch::default();
+        let ports = [1u32, 2];
+        let mut e = Engine {
+            pipeline: &p,
+            ports: &ports[..],
+            ct: &mut ct,
+            now_ms: 0,
+            stats: &mut stats,
+            cache: None,
+            scratch: &mut scratch,
+        };
+        let mut pkt = PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1, 2).build();
+        e.process(&mut pkt, 1, &mut |_: u32, _: &[u8]| {}, None);
+        stats
+    }
+
+    #[test]
+    fn a_dropped_packet_counts_exactly_one_reason() {
+        let s = run("table=0,actions=drop\n");
+        assert_eq!((s.drops.get(DropReason::Explicit), s.drops.total()), (1, 1));
+        let s = run("table=1,actions=output:2\n");
+        assert_eq!(
+            (s.drops.get(DropReason::TableMiss), s.drops.total()),
+            (1, 1)
+        );
+        let s = run("table=0,actions=load:0x1->NXM_NX_REG0[]\n");
+        assert_eq!((s.drops.get(DropReason::NoOutput), s.drops.total()), (1, 1));
+        let s = run("table=0,actions=output:2\n");
+        assert_eq!((s.tx, s.drops.total()), (1, 0));
     }
 }

@@ -231,6 +231,10 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     });
                 }
                 let p = self.p;
+                if p.flows[idx as usize].actions.is_empty() {
+                    // `actions=drop` (an empty list, as OVS stores it).
+                    self.out.notes.push(DropReason::Explicit);
+                }
                 if deepens {
                     self.depth += 1;
                 }
@@ -334,7 +338,8 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     self.out.actions.push(DpAction::CtClear);
                 }
                 Action::Group(g) => self.group(*g),
-                Action::Conjunction { .. } | Action::Note(_) | Action::Drop => {}
+                Action::Drop => self.out.notes.push(DropReason::Explicit),
+                Action::Conjunction { .. } | Action::Note(_) => {}
             }
         }
     }
