@@ -11,6 +11,20 @@ use datapath::replay::{self, PortMap, Step};
 /// Read and parse a flows file (and optional groups file) into a pipeline.
 /// Any bad line fails the whole load.
 pub fn load(flows: &Path, groups: Option<&Path>) -> anyhow::Result<Pipeline> {
+    load_named(flows, groups, &[])
+}
+
+/// [`load`], with port names (`output:gw0`, `in_port=uplink`) resolved
+/// against `names`, as `ovs-ofctl` resolves them against the bridge.
+pub fn load_named(
+    flows: &Path,
+    groups: Option<&Path>,
+    names: &[(String, u32)],
+) -> anyhow::Result<Pipeline> {
+    parse::with_port_names(names, || load_inner(flows, groups))
+}
+
+fn load_inner(flows: &Path, groups: Option<&Path>) -> anyhow::Result<Pipeline> {
     let name = flows.display().to_string();
     let text =
         std::fs::read_to_string(flows).with_context(|| format!("cannot read flows file {name}"))?;

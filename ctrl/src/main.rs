@@ -142,8 +142,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pcap_dir,
             cache,
         } => {
-            let p = load::load(&flows, groups.as_deref())?;
             let ports = load::ports(&ports)?;
+            let p = load::load_named(&flows, groups.as_deref(), &ports.ports)?;
             let steps = load::steps(&packets, &ports)?;
             let opts = replay::ReplayOptions { cache };
             let results = replay::run(&p, &ports, &steps, &opts);
@@ -168,8 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             flow,
             steps,
         } => {
-            let p = load::load(&flows, groups.as_deref())?;
             let ports = load::ports(&ports)?;
+            let p = load::load_named(&flows, groups.as_deref(), &ports.ports)?;
             let prefix = match steps {
                 Some(s) => load::steps(&s, &ports)?,
                 None => Vec::new(),

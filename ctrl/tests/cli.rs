@@ -170,3 +170,36 @@ fn trace_shows_tables_recirculations_and_outputs() {
     assert!(t.contains("nat(dst=169.254.169.110)"), "{t}");
     assert!(t.contains("Outputs:\n    pod1: tcp,"), "{t}");
 }
+
+#[test]
+fn port_names_in_flows_resolve_from_ports() {
+    let f = tmp("named.flows", "table=0,in_port=uplink,actions=output:gw0\n");
+    let pkt =
+        datapath::wire::build::PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1, 2)
+            .build();
+    let hex: String = pkt.iter().map(|b| format!("{b:02x}")).collect();
+    let steps = tmp("named.steps", &format!("uplink {hex}\n"));
+    let out = bin()
+        .args([
+            "replay",
+            "--flows",
+            &f,
+            "--ports",
+            "uplink=3,gw0=2",
+            "--packets",
+            &steps,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["outputs"][0]["port"], "gw0");
+    // Without a port table the name is an error naming the line.
+    let out = bin().args(["check", &f]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("named.flows:1:"));
+}

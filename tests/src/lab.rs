@@ -34,7 +34,9 @@ impl Flowpath {
     /// Replace the flows, keeping conntrack state and the clock (as
     /// `ovs-ofctl replace-flows` does).
     fn replace_flows(&mut self, text: &str) -> Result<()> {
-        let flows = parse::parse_flows("flows", text).map_err(|e| e.to_string())?;
+        let names = &self.ports.ports;
+        let flows = parse::with_port_names(names, || parse::parse_flows("flows", text))
+            .map_err(|e| e.to_string())?;
         let p: &'static Pipeline = Box::leak(Box::new(Pipeline::new(flows, Vec::new())));
         let mut r = Replayer::new(p, self.ports);
         r.ct = std::mem::take(&mut self.replayer.ct);
@@ -78,25 +80,11 @@ impl Both {
         })
     }
 
-    /// Install `text` on both. `ovs-ofctl` resolves port names
-    /// (`output:p2`, `in_port=p1`) against the bridge; flowpath's parser
-    /// takes numbers, so the lab's names are substituted for flowpath.
+    /// Install `text` on both; port names (`output:p2`) resolve against the
+    /// lab's ports on both sides.
     pub fn replace_flows(&mut self, text: &str) -> Result<()> {
         self.ovs.replace_flows(text)?;
-        let mut t = text.to_string();
-        let mut names: Vec<&(String, u32)> = self.fp.ports.ports.iter().collect();
-        names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
-        for (name, num) in names {
-            for pre in ["output:", "in_port=", "in_port:"] {
-                for post in [",", "\n", " "] {
-                    t = t.replace(&format!("{pre}{name}{post}"), &format!("{pre}{num}{post}"));
-                }
-                if let Some(head) = t.strip_suffix(&format!("{pre}{name}")) {
-                    t = format!("{head}{pre}{num}");
-                }
-            }
-        }
-        self.fp.replace_flows(&t)
+        self.fp.replace_flows(text)
     }
 
     /// Inject a frame into both.

@@ -157,6 +157,17 @@ pub struct RunConfig {
     pub ports: Vec<PortConfig>,
 }
 
+impl RunConfig {
+    /// `(name, ofport)` of every port, for resolving port names in the
+    /// flows file.
+    pub fn port_names(&self) -> Vec<(String, u32)> {
+        self.ports
+            .iter()
+            .map(|p| (p.name.clone(), p.ofport))
+            .collect()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {

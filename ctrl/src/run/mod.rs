@@ -285,7 +285,11 @@ impl Node {
     /// Re-read the flows (and groups) files and publish them. On error the
     /// running pipeline stays. Returns the new generation.
     pub fn reload(&self) -> anyhow::Result<u64> {
-        let p = crate::load::load(&self.cfg.flows, self.cfg.groups.as_deref())?;
+        let p = crate::load::load_named(
+            &self.cfg.flows,
+            self.cfg.groups.as_deref(),
+            &self.cfg.port_names(),
+        )?;
         Ok(self.cell.publish(p))
     }
 
@@ -345,7 +349,7 @@ fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Opti
 /// without opening any port. Returns a one-line summary.
 pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
     let cfg = config::load(config)?;
-    let p = crate::load::load(&cfg.flows, cfg.groups.as_deref())?;
+    let p = crate::load::load_named(&cfg.flows, cfg.groups.as_deref(), &cfg.port_names())?;
     let sockets: usize = cfg
         .ports
         .iter()
@@ -368,7 +372,7 @@ pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
 pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let cfg = config::load(config)?;
-    let pipeline = crate::load::load(&cfg.flows, cfg.groups.as_deref())?;
+    let pipeline = crate::load::load_named(&cfg.flows, cfg.groups.as_deref(), &cfg.port_names())?;
     // Registered before any worker thread exists, on this thread.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("install signal handlers")?;

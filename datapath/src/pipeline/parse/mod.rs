@@ -41,6 +41,14 @@ use crate::key::{self, slot};
 
 pub use group::{parse_group, parse_groups};
 
+/// Parse with `names` (`(name, ofport)`) accepted wherever a port is, e.g.
+/// `in_port=uplink`, `output:gw0`, `resubmit(pod1,5)` — what `ovs-ofctl`
+/// does by asking the bridge. Names shadow nothing reserved: `LOCAL`,
+/// `IN_PORT` and numbers keep their meaning unless a port is named so.
+pub fn with_port_names<T>(names: &[(String, u32)], f: impl FnOnce() -> T) -> T {
+    value::with_port_names(names, f)
+}
+
 /// A syntax or consistency error in one flow or group spec.
 ///
 /// `column` is 1-based (in characters) within the spec; `token` is the text
@@ -740,6 +748,41 @@ pub(crate) fn parse_file<T>(
         Ok(out)
     } else {
         Err(FileError { errors })
+    }
+}
+
+#[cfg(test)]
+mod port_name_tests {
+    use super::*;
+    use crate::pipeline::ir::Action;
+
+    #[test]
+    fn names_resolve_only_inside_with_port_names() {
+        let names = vec![("uplink".to_string(), 3), ("gw0".to_string(), 2)];
+        let f = with_port_names(&names, || {
+            parse_flow("in_port=uplink,actions=output:gw0,resubmit(gw0,5)")
+        })
+        .unwrap();
+        assert_eq!(f.matches.value.get(slot::IN_PORT), 3);
+        assert_eq!(
+            f.actions[0],
+            Action::Output {
+                port: 2,
+                max_len: None
+            }
+        );
+        assert!(matches!(
+            f.actions[1],
+            Action::Resubmit {
+                port: Some(2),
+                table: Some(5),
+                ..
+            }
+        ));
+        assert!(
+            parse_flow("in_port=uplink,actions=drop").is_err(),
+            "no table, no names"
+        );
     }
 }
 

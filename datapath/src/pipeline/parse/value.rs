@@ -62,8 +62,30 @@ pub(crate) fn parse_mac(s: &str) -> Option<u64> {
     (n == 6).then_some(out)
 }
 
-/// An OpenFlow port: number or name.
+thread_local! {
+    /// Port names in effect for the parse running on this thread (see
+    /// [`super::with_port_names`]): control-path only, empty otherwise.
+    static PORT_NAMES: std::cell::RefCell<Vec<(String, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with `names` resolvable as ports, restoring the previous table.
+pub(crate) fn with_port_names<T>(names: &[(String, u32)], f: impl FnOnce() -> T) -> T {
+    let old = PORT_NAMES.with(|p| std::mem::replace(&mut *p.borrow_mut(), names.to_vec()));
+    let out = f();
+    PORT_NAMES.with(|p| *p.borrow_mut() = old);
+    out
+}
+
+fn port_by_name(s: &str) -> Option<u32> {
+    PORT_NAMES.with(|p| p.borrow().iter().find(|(n, _)| n == s).map(|(_, num)| *num))
+}
+
+/// An OpenFlow port: number, reserved name, or a name from the port table
+/// in effect (as `ovs-ofctl` resolves names against the bridge).
 pub(crate) fn parse_port(s: &str) -> Option<u32> {
+    if let Some(n) = port_by_name(s) {
+        return Some(n);
+    }
     match s {
         "LOCAL" | "local" => Some(key::OFPP_LOCAL),
         "IN_PORT" | "in_port" => Some(key::OFPP_IN_PORT),
