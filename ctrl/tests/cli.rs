@@ -24,18 +24,25 @@ fn tmp(name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
+/// `flowpath CMD` with the NodePort scenario's flows, groups and ports.
+fn on_scenario(cmd: &str) -> Command {
+    let ports = std::fs::read_to_string(scenario("ports.txt")).unwrap();
+    let mut c = bin();
+    c.args([
+        cmd,
+        "--flows",
+        &scenario("flows.txt"),
+        "--groups",
+        &scenario("groups.txt"),
+    ])
+    .args(["--ports", ports.trim()]);
+    c
+}
+
 #[test]
 fn replay_json_contract() {
-    let ports = std::fs::read_to_string(scenario("ports.txt")).unwrap();
-    let out = bin()
-        .args([
-            "replay",
-            "--flows",
-            &scenario("flows.txt"),
-            "--groups",
-            &scenario("groups.txt"),
-        ])
-        .args(["--ports", ports.trim(), "--packets", &scenario("steps.txt")])
+    let out = on_scenario("replay")
+        .args(["--packets", &scenario("steps.txt")])
         .output()
         .unwrap();
     assert!(
@@ -72,19 +79,9 @@ fn replay_json_contract() {
 
 #[test]
 fn replay_text_and_pcaps() {
-    let ports = std::fs::read_to_string(scenario("ports.txt")).unwrap();
     let dir = std::env::temp_dir().join(format!("flowpath-cli-pcap-{}", std::process::id()));
-    let out = bin()
+    let out = on_scenario("replay")
         .args([
-            "replay",
-            "--flows",
-            &scenario("flows.txt"),
-            "--groups",
-            &scenario("groups.txt"),
-        ])
-        .args([
-            "--ports",
-            ports.trim(),
             "--packets",
             &scenario("steps.txt"),
             "--format",
@@ -140,16 +137,8 @@ fn dump_flows_prints_ovs_form() {
 
 #[test]
 fn trace_shows_tables_recirculations_and_outputs() {
-    let ports = std::fs::read_to_string(scenario("ports.txt")).unwrap();
-    let out = bin()
-        .args([
-            "trace",
-            "--flows",
-            &scenario("flows.txt"),
-            "--groups",
-            &scenario("groups.txt"),
-        ])
-        .args(["--ports", ports.trim(), "--in-port", "uplink"])
+    let out = on_scenario("trace")
+        .args(["--in-port", "uplink"])
         .args([
             "--flow",
             "tcp,nw_src=10.176.26.36,nw_dst=10.176.25.244,tp_src=40001,tp_dst=30232,tcp_flags=+syn",
