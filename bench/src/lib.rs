@@ -1,1 +1,16 @@
 //! flowpath benchmarks and traffic generator.
+//!
+//! `flowpath-pktgen` (src/bin/pktgen.rs) sends and counts frames over
+//! AF_XDP through `datapath::io`. One generated packet walks these modules:
+//! [`flows`] picks its (source IP, source port) from the configured ranges,
+//! [`rate`] decides whether it may leave now, [`template`] stamps the flow,
+//! a sequence number and a timestamp into a prebuilt frame (checksums fixed
+//! up), and on the far side the sink parses the stamp back
+//! ([`template::Stamp::parse`]) and folds it into a [`summary::SinkStats`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod flows;
+pub mod rate;
+pub mod summary;
+pub mod template;
