@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod load;
 pub mod replay;
 pub mod run;

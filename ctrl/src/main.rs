@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -109,14 +110,97 @@ enum Cmd {
         #[arg(long)]
         groups_out: Option<PathBuf>,
     },
-    /// Print the loaded flows the way `ovs-ofctl --no-stats dump-flows` does.
+    /// Print flows the way `ovs-ofctl --no-stats dump-flows` does: those of
+    /// a file with `--flows`, else those `flowpath run` runs now.
     DumpFlows {
-        /// Flows file.
+        /// Flows file (offline; without it, ask the running node).
         #[arg(long)]
-        flows: PathBuf,
+        flows: Option<PathBuf>,
         /// Only this table.
         table: Option<u8>,
+        #[command(flatten)]
+        sock: Sock,
     },
+    /// Add flows (`ovs-ofctl add-flow` syntax) to the running node.
+    AddFlow {
+        /// The flow: `table=T,priority=P,cookie=C,MATCH,actions=...`.
+        flow: String,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Delete the running node's flows: all, or those of `cookie=V/M`
+    /// and/or `table=N`.
+    DelFlows {
+        /// `cookie=V/M`, `table=N`, comma-separated.
+        spec: Option<String>,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Replace every flow of the running node with a flows file's (groups
+    /// kept).
+    ReplaceFlows {
+        /// Flows file.
+        file: PathBuf,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Print the running node's groups (`ovs-ofctl dump-groups` lines).
+    DumpGroups {
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Print live connections of every worker (`ovs-appctl
+    /// dpctl/dump-conntrack` lines).
+    DumpConntrack {
+        /// Only this zone.
+        zone: Option<u16>,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Delete live connections (of one zone) on every worker.
+    FlushConntrack {
+        /// Only this zone.
+        zone: Option<u16>,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Print the running node's counters.
+    Stats {
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Print the running node's ports.
+    Ports {
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Re-read the running node's flows/groups files and publish them.
+    Reload {
+        #[command(flatten)]
+        sock: Sock,
+    },
+}
+
+/// Options of the commands that talk to `flowpath run`.
+#[derive(clap::Args)]
+struct Sock {
+    /// Control socket of `flowpath run`.
+    #[arg(long, default_value = ctrl::run::config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the answer as JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Send `req`, print the answer's text (or JSON with `--json`).
+fn ask(sock: &Sock, req: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let resp = ctrl::control::request(&sock.socket, &req)?;
+    if sock.json {
+        println!("{}", resp.get("json").unwrap_or(&serde_json::Value::Null));
+    } else if let Some(t) = resp.get("text").and_then(|t| t.as_str()) {
+        print!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -239,10 +323,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::DumpFlows { flows, table } => {
+        Cmd::DumpFlows {
+            flows: Some(flows),
+            table,
+            ..
+        } => {
             let p = load::load(&flows, None)?;
             print!("{}", load::dump_flows(&p, table));
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::DumpFlows {
+            flows: None,
+            table,
+            sock,
+        } => ask(&sock, json!({"cmd": "dump-flows", "table": table})),
+        Cmd::AddFlow { flow, sock } => ask(&sock, json!({"cmd": "add-flow", "flow": flow})),
+        Cmd::DelFlows { spec, sock } => ask(&sock, json!({"cmd": "del-flows", "spec": spec})),
+        Cmd::ReplaceFlows { file, sock } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            ask(
+                &sock,
+                json!({"cmd": "replace-flows", "flows": text, "file": file.display().to_string()}),
+            )
+        }
+        Cmd::DumpGroups { sock } => ask(&sock, json!({"cmd": "dump-groups"})),
+        Cmd::DumpConntrack { zone, sock } => {
+            ask(&sock, json!({"cmd": "dump-conntrack", "zone": zone}))
+        }
+        Cmd::FlushConntrack { zone, sock } => {
+            ask(&sock, json!({"cmd": "flush-conntrack", "zone": zone}))
+        }
+        Cmd::Stats { sock } => ask(&sock, json!({"cmd": "stats"})),
+        Cmd::Ports { sock } => ask(&sock, json!({"cmd": "ports"})),
+        Cmd::Reload { sock } => ask(&sock, json!({"cmd": "reload"})),
     }
 }

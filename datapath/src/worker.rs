@@ -46,6 +46,12 @@
 //! * Counters: on request (an atomic sequence number bumped by the control
 //!   thread), the worker copies a [`WorkerStats`] snapshot into a mutex
 //!   between bursts; the control thread never touches the live counters.
+//! * Conntrack commands (dump, flush, flush these tuples): the same
+//!   mailbox shape, [`WorkerControl::conntrack`]. The control thread puts
+//!   one [`CtCommand`] in a slot and bumps a sequence number; the worker
+//!   sees the number change between bursts (one `Acquire` load), runs the
+//!   command on its own shard and posts a [`CtReply`]. The slot's mutex is
+//!   only taken by the worker when a command is pending, never per packet.
 //! * Stop: an `AtomicBool`; the worker finishes its burst, flushes its tx
 //!   batches and handoff rings once more, and returns its final counters.
 //!
@@ -319,6 +325,31 @@ pub struct WorkerControl {
     stats_req: AtomicU64,
     stats_done: AtomicU64,
     snapshot: Mutex<WorkerStats>,
+    /// Serializes conntrack commands from several control threads.
+    ct_client: Mutex<()>,
+    ct_req: AtomicU64,
+    ct_done: AtomicU64,
+    ct_slot: Mutex<(Option<CtCommand>, Option<CtReply>)>,
+}
+
+/// A conntrack command run by a worker on its own shard, between bursts.
+#[derive(Debug, Clone)]
+pub enum CtCommand {
+    /// Every connection (of one zone).
+    Dump(Option<u16>),
+    /// Delete every connection (of one zone).
+    Flush(Option<u16>),
+    /// Delete these connections: (zone, original or reply tuple).
+    FlushTuples(Vec<(u16, conntrack::Tuple)>),
+}
+
+/// A worker's answer to a [`CtCommand`].
+#[derive(Debug, Clone)]
+pub enum CtReply {
+    /// The dump.
+    Dump(Vec<conntrack::ConnDump>),
+    /// Connections deleted.
+    Flushed(usize),
 }
 
 impl WorkerControl {
@@ -348,6 +379,29 @@ impl WorkerControl {
         }
         Some(self.snapshot.lock().ok()?.clone())
     }
+
+    /// Run `cmd` on the worker's conntrack shard between its bursts and
+    /// wait (up to `timeout`) for the reply. `None` if the worker did not
+    /// answer (stopped or stuck); a late answer is discarded by the next
+    /// command.
+    pub fn conntrack(&self, cmd: CtCommand, timeout: Duration) -> Option<CtReply> {
+        let _client = self.ct_client.lock().ok()?;
+        {
+            let mut slot = self.ct_slot.lock().ok()?;
+            *slot = (Some(cmd), None);
+        }
+        // AcqRel: the command written above is visible to the worker that
+        // sees this number.
+        let want = self.ct_req.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + timeout;
+        while self.ct_done.load(Ordering::Acquire) < want {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.ct_slot.lock().ok()?.1.take()
+    }
 }
 
 /// One forwarding worker. Build it with [`Worker::new`], move it to its
@@ -374,6 +428,7 @@ pub struct Worker {
     counters: WorkerCounters,
     clock: Instant,
     stats_seen: u64,
+    ct_seen: u64,
     last_sweep_ms: u64,
 }
 
@@ -421,6 +476,7 @@ impl Worker {
             counters: WorkerCounters::default(),
             clock: Instant::now(),
             stats_seen: 0,
+            ct_seen: 0,
             last_sweep_ms: 0,
             cfg,
         }
@@ -672,6 +728,10 @@ impl Worker {
             let s = self.stats();
             self.answer_stats_request(&s);
         }
+        let req = self.ctl.ct_req.load(Ordering::Acquire);
+        if req != self.ct_seen {
+            self.answer_ct_command(req);
+        }
         let now = self.now_ms();
         if now >= self.last_sweep_ms + 100 {
             self.last_sweep_ms = now;
@@ -682,6 +742,25 @@ impl Worker {
                 }
             }
         }
+    }
+
+    #[cold]
+    fn answer_ct_command(&mut self, req: u64) {
+        if let Ok(mut slot) = self.ctl.ct_slot.lock() {
+            let reply = slot.0.take().map(|cmd| match cmd {
+                CtCommand::Dump(zone) => CtReply::Dump(self.ct.dump(zone)),
+                CtCommand::Flush(zone) => CtReply::Flushed(self.ct.flush(zone, None)),
+                CtCommand::FlushTuples(ts) => CtReply::Flushed(
+                    ts.into_iter()
+                        .map(|(z, t)| self.ct.flush(Some(z), Some(t)))
+                        .sum(),
+                ),
+            });
+            slot.1 = reply;
+        }
+        self.ct_seen = req;
+        // Release: the reply written above is visible to whoever sees this.
+        self.ctl.ct_done.store(req, Ordering::Release);
     }
 
     fn answer_stats_request(&mut self, s: &WorkerStats) {

@@ -126,6 +126,10 @@ pub struct PortConfig {
     pub pcap: Option<PathBuf>,
 }
 
+/// Where `flowpath run` serves its control socket unless `control_socket`
+/// says otherwise, and where the CLI looks for it.
+pub const DEFAULT_SOCKET: &str = "/run/flowpath/flowpath.sock";
+
 /// A checked `node.toml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -133,6 +137,9 @@ pub struct RunConfig {
     pub path: PathBuf,
     /// Flows file.
     pub flows: PathBuf,
+    /// Control socket path (`control_socket`, default
+    /// [`DEFAULT_SOCKET`]).
+    pub control_socket: PathBuf,
     /// Groups file.
     pub groups: Option<PathBuf>,
     /// Worker threads.
@@ -182,6 +189,7 @@ struct Raw {
     #[serde(default)]
     umem: RawUmem,
     idle_sleep_us: Option<u64>,
+    control_socket: Option<String>,
     #[serde(default)]
     ports: Vec<Spanned<RawPort>>,
     // The Service compiler's node description (issue 5) may share the
@@ -700,6 +708,11 @@ pub fn parse(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
         umem_frames: raw.umem.frames.map(|f| *f.get_ref()),
         frame_size,
         idle_sleep_us: raw.idle_sleep_us.unwrap_or(50),
+        control_socket: raw
+            .control_socket
+            .as_deref()
+            .map(rel)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         ports,
     })
 }

@@ -21,14 +21,19 @@
 //!   error print it and keep the running rules.
 //! * SIGUSR1: print every worker's counters ([`stats`]).
 //!
-//! [`Node`] is the same thing as a library, for the control socket the
-//! ctrl issue adds: [`Node::stats`] returns the counters as data.
+//! The control socket ([`crate::control`]) is served from its own thread
+//! through a [`NodeHandle`]: `dump-flows`, `add-flow`, `del-flows`,
+//! `replace-flows`, `dump-groups`, `dump-conntrack`, `flush-conntrack`,
+//! `stats`, `ports`, `reload`.
+//!
+//! [`Node`] is the same thing as a library: [`Node::stats`] returns the
+//! counters as data.
 
 pub mod config;
 pub mod stats;
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,8 +45,8 @@ use datapath::io::tap::{TapConfig, TapPort};
 use datapath::io::{BURST, Umem, UmemConfig};
 use datapath::pipeline::Pipeline;
 use datapath::worker::{
-    Capture, Cross, OwnedPort, PipelineCell, Route, Worker, WorkerConfig, WorkerControl,
-    WorkerStats,
+    Capture, Cross, CtCommand, CtReply, OwnedPort, PipelineCell, Route, Worker, WorkerConfig,
+    WorkerControl, WorkerStats,
 };
 
 pub use config::{ConfigError, PortConfig, PortKind, RunConfig};
@@ -60,11 +65,96 @@ pub enum StatsFormat {
 
 /// A running node: the workers, their controls and the XDP programs.
 pub struct Node {
+    handle: Arc<NodeHandle>,
+    threads: Vec<JoinHandle<WorkerStats>>,
+    programs: Vec<Arc<XdpProgram>>,
+}
+
+/// What the control thread and the control socket share about a running
+/// node: its config, the pipeline cell and every worker's control. Any
+/// thread may call these; none of them blocks a worker (pipeline edits
+/// publish a new pointer, counters and conntrack commands go through the
+/// workers' mailboxes, answered between bursts).
+pub struct NodeHandle {
     cfg: RunConfig,
     cell: Arc<PipelineCell>,
     controls: Vec<Arc<WorkerControl>>,
-    threads: Vec<JoinHandle<WorkerStats>>,
-    programs: Vec<Arc<XdpProgram>>,
+    /// Serializes read-modify-publish edits of the pipeline (socket edits,
+    /// reloads), so two edits never lose one another.
+    edit: Mutex<()>,
+}
+
+impl NodeHandle {
+    /// The checked node.toml.
+    pub fn cfg(&self) -> &RunConfig {
+        &self.cfg
+    }
+
+    /// The pipeline the workers run now.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.cell.load()
+    }
+
+    /// Build a new pipeline from the current one with `f` (off the hot
+    /// path) and publish it. On error nothing is published. Returns the new
+    /// generation.
+    pub fn edit(
+        &self,
+        f: impl FnOnce(&Pipeline) -> anyhow::Result<Pipeline>,
+    ) -> anyhow::Result<u64> {
+        let _g = self
+            .edit
+            .lock()
+            .map_err(|_| anyhow::anyhow!("edit lock poisoned"))?;
+        let p = f(&self.cell.load())?;
+        Ok(self.cell.publish(p))
+    }
+
+    /// Re-read the flows (and groups) files and publish them. On error the
+    /// running pipeline stays. Returns the new generation.
+    pub fn reload(&self) -> anyhow::Result<u64> {
+        self.edit(|_| {
+            crate::load::load_named(
+                &self.cfg.flows,
+                self.cfg.groups.as_deref(),
+                &self.cfg.port_names(),
+            )
+        })
+    }
+
+    /// Publish an already-built pipeline (the Service compiler's path).
+    pub fn publish(&self, p: Pipeline) -> u64 {
+        let _g = self.edit.lock();
+        self.cell.publish(p)
+    }
+
+    /// Current pipeline generation.
+    pub fn generation(&self) -> u64 {
+        self.cell.generation()
+    }
+
+    /// Every worker's counters (a worker that does not answer within a
+    /// second is left out).
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.controls
+            .iter()
+            .filter_map(|c| c.snapshot(Duration::from_secs(1)))
+            .collect()
+    }
+
+    /// Run a conntrack command on every worker's shard (between its
+    /// bursts); one reply per worker. A worker that does not answer is an
+    /// error.
+    pub fn conntrack(&self, cmd: &CtCommand) -> anyhow::Result<Vec<CtReply>> {
+        self.controls
+            .iter()
+            .enumerate()
+            .map(|(w, c)| {
+                c.conntrack(cmd.clone(), Duration::from_secs(2))
+                    .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))
+            })
+            .collect()
+    }
 }
 
 impl Node {
@@ -274,48 +364,46 @@ impl Node {
             threads.push(t);
         }
         Ok(Node {
-            cfg,
-            cell,
-            controls,
+            handle: Arc::new(NodeHandle {
+                cfg,
+                cell,
+                controls,
+                edit: Mutex::new(()),
+            }),
             threads,
             programs: programs.into_iter().map(|(_, p)| p).collect(),
         })
     }
 
-    /// Re-read the flows (and groups) files and publish them. On error the
-    /// running pipeline stays. Returns the new generation.
+    /// The handle the control socket shares.
+    pub fn handle(&self) -> Arc<NodeHandle> {
+        self.handle.clone()
+    }
+
+    /// [`NodeHandle::reload`].
     pub fn reload(&self) -> anyhow::Result<u64> {
-        let p = crate::load::load_named(
-            &self.cfg.flows,
-            self.cfg.groups.as_deref(),
-            &self.cfg.port_names(),
-        )?;
-        Ok(self.cell.publish(p))
+        self.handle.reload()
     }
 
-    /// Publish an already-built pipeline (the Service compiler's path).
+    /// [`NodeHandle::publish`].
     pub fn publish(&self, p: Pipeline) -> u64 {
-        self.cell.publish(p)
+        self.handle.publish(p)
     }
 
-    /// Current pipeline generation.
+    /// [`NodeHandle::generation`].
     pub fn generation(&self) -> u64 {
-        self.cell.generation()
+        self.handle.generation()
     }
 
-    /// Every worker's counters (a worker that does not answer within a
-    /// second is left out).
+    /// [`NodeHandle::stats`].
     pub fn stats(&self) -> Vec<WorkerStats> {
-        self.controls
-            .iter()
-            .filter_map(|c| c.snapshot(Duration::from_secs(1)))
-            .collect()
+        self.handle.stats()
     }
 
     /// Stop and join the workers, then detach the XDP programs. Returns the
     /// final counters.
     pub fn stop(self) -> Vec<WorkerStats> {
-        for c in &self.controls {
+        for c in &self.handle.controls {
             c.stop();
         }
         let out: Vec<WorkerStats> = self
@@ -378,7 +466,9 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
         .context("install signal handlers")?;
     let workers = cfg.workers;
     let ports = cfg.ports.len();
+    let socket = cfg.control_socket.clone();
     let node = Node::start(cfg, pipeline)?;
+    crate::control::serve(&socket, node.handle())?;
     println!(
         "flowpath run: ready: {workers} worker(s), {ports} port(s), pid {}",
         std::process::id()
@@ -389,7 +479,7 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
             SIGHUP => match node.reload() {
                 Ok(g) => println!(
                     "flowpath run: reloaded {}: generation {g}",
-                    node.cfg.flows.display()
+                    node.handle.cfg.flows.display()
                 ),
                 Err(e) => {
                     eprintln!("flowpath run: reload failed, keeping the running rules: {e:#}")
@@ -405,6 +495,7 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
     }
     let g = node.generation();
     let finals = node.stop();
+    let _ = std::fs::remove_file(&socket);
     print!("{}", stats::render(&finals, g, format));
     println!("flowpath run: stopped");
     let _ = std::io::stdout().flush();

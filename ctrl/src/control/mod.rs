@@ -1,0 +1,385 @@
+//! The control socket of `flowpath run`, and the client the CLI uses.
+//!
+//! A Unix stream socket (`control_socket` in node.toml, default
+//! [`DEFAULT_SOCKET`](crate::run::config::DEFAULT_SOCKET)), mode 0600, served
+//! by one thread of its own (never a worker). The protocol is one JSON
+//! object per line each way:
+//!
+//! ```text
+//! -> {"cmd":"dump-flows","table":41}
+//! <- {"ok":true,"text":"...ovs-ofctl form...","json":[...]}
+//! <- {"ok":false,"error":"..."}
+//! ```
+//!
+//! Commands: `dump-flows [table]`, `add-flow flow`, `del-flows [spec]`
+//! (`cookie=V[/M]`, `table=N`), `replace-flows flows`, `dump-groups`,
+//! `dump-conntrack [zone]`, `flush-conntrack [zone]`, `stats`, `ports`,
+//! `reload`. Flow changes build a new [`Pipeline`] here, off the hot path,
+//! and publish it atomically ([`NodeHandle::publish`]); the workers pick it
+//! up between bursts. Conntrack commands go to every worker's mailbox
+//! ([`WorkerControl::conntrack`]) and are answered between bursts, so the
+//! hot path never waits for a lock.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use datapath::pipeline::ir::Flow;
+use datapath::pipeline::{Pipeline, format, parse};
+use datapath::worker::{CtCommand, CtReply};
+use serde_json::{Value, json};
+
+use crate::run::{NodeHandle, PortKind};
+
+/// Bind the socket (replacing a stale one), restrict it to its owner and
+/// serve it on a thread of its own until the process exits.
+pub fn serve(path: &Path, node: Arc<NodeHandle>) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("control socket directory {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    std::thread::Builder::new()
+        .name("fp-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = serve_one(s, &node) {
+                            eprintln!("flowpath run: control connection: {e:#}");
+                        }
+                    }
+                    Err(e) => eprintln!("flowpath run: control socket accept: {e}"),
+                }
+            }
+        })
+        .context("spawn control thread")?;
+    Ok(())
+}
+
+fn serve_one(s: UnixStream, node: &NodeHandle) -> anyhow::Result<()> {
+    let mut w = s.try_clone()?;
+    for line in BufReader::new(s).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let resp = match serde_json::from_str::<Value>(&line) {
+            Ok(req) => match handle(node, &req) {
+                Ok((text, json)) => json!({"ok": true, "text": text, "json": json}),
+                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+            },
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        writeln!(w, "{resp}")?;
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// Answer one request: (text in the OVS tools' form, JSON for scripts).
+pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)> {
+    let cmd = req
+        .get("cmd")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("request without \"cmd\""))?;
+    let arg = |k: &str| req.get(k).and_then(Value::as_str);
+    let zone = || -> anyhow::Result<Option<u16>> {
+        match req.get("zone") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|z| u16::try_from(z).ok())
+                .map(Some)
+                .ok_or_else(|| anyhow!("zone {v} is not 0..65535")),
+        }
+    };
+    match cmd {
+        "dump-flows" => {
+            let table = match req.get("table") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|t| u8::try_from(t).ok())
+                        .ok_or_else(|| anyhow!("table {v} is not 0..255"))?,
+                ),
+            };
+            let p = node.pipeline();
+            let mut flows: Vec<Flow> = p
+                .flows
+                .iter()
+                .filter(|f| table.is_none_or(|t| f.table == t))
+                .cloned()
+                .collect();
+            format::sort_for_dump(&mut flows);
+            let lines: Vec<String> = flows
+                .iter()
+                .map(|f| format::format_flow(f, format::FormatOptions::default()))
+                .collect();
+            let json = flows
+                .iter()
+                .zip(&lines)
+                .map(|(f, l)| {
+                    json!({"table": f.table, "priority": f.priority,
+                           "cookie": format!("{:#x}", f.cookie), "flow": l.trim_start()})
+                })
+                .collect();
+            Ok((join_lines(&lines), Value::Array(json)))
+        }
+        "add-flow" => {
+            let text = arg("flow").ok_or_else(|| anyhow!("add-flow needs \"flow\""))?;
+            let new = parse_flows(node, "add-flow", text)?;
+            let n = new.len();
+            let g = node.edit(|p| {
+                let mut flows = p.flows.clone();
+                flows.extend(new);
+                Ok(Pipeline::new(flows, groups_of(p)))
+            })?;
+            Ok((String::new(), json!({"added": n, "generation": g})))
+        }
+        "del-flows" => {
+            let spec = DelSpec::parse(arg("spec").unwrap_or(""))?;
+            let mut removed = 0;
+            let g = node.edit(|p| {
+                let before = p.flows.len();
+                let flows: Vec<Flow> = p
+                    .flows
+                    .iter()
+                    .filter(|f| !spec.matches(f))
+                    .cloned()
+                    .collect();
+                removed = before - flows.len();
+                Ok(Pipeline::new(flows, groups_of(p)))
+            })?;
+            Ok((String::new(), json!({"removed": removed, "generation": g})))
+        }
+        "replace-flows" => {
+            let text = arg("flows").ok_or_else(|| anyhow!("replace-flows needs \"flows\""))?;
+            let name = arg("file").unwrap_or("replace-flows");
+            let new = parse_flows(node, name, text)?;
+            let n = new.len();
+            let g = node.edit(|p| Ok(Pipeline::new(new, groups_of(p))))?;
+            Ok((String::new(), json!({"flows": n, "generation": g})))
+        }
+        "dump-groups" => {
+            let p = node.pipeline();
+            let mut groups = groups_of(&p);
+            groups.sort_by_key(|g| g.id);
+            let lines: Vec<String> = groups
+                .iter()
+                .map(|g| format::format_group(g).trim_start().to_string())
+                .collect();
+            let json = groups
+                .iter()
+                .zip(&lines)
+                .map(|(g, l)| json!({"group_id": g.id, "group": l}))
+                .collect();
+            Ok((join_lines(&lines), Value::Array(json)))
+        }
+        "dump-conntrack" => {
+            let mut all = Vec::new();
+            for r in node.conntrack(&CtCommand::Dump(zone()?))? {
+                if let CtReply::Dump(d) = r {
+                    all.extend(d);
+                }
+            }
+            all.sort_by_key(|d| d.sort_key());
+            let lines: Vec<String> = all.iter().map(|d| d.to_string()).collect();
+            let json = all
+                .iter()
+                .zip(&lines)
+                .map(|(d, l)| {
+                    let t = |t: &conntrack::Tuple| {
+                        json!({"src": std::net::Ipv4Addr::from(t.src).to_string(),
+                               "dst": std::net::Ipv4Addr::from(t.dst).to_string(),
+                               "sport": t.sport, "dport": t.dport})
+                    };
+                    json!({"zone": d.zone, "proto": d.orig.proto, "orig": t(&d.orig),
+                           "reply": t(&d.reply), "mark": d.mark,
+                           "state": d.tcp_state().map(|s| format!("{s:?}")), "entry": l})
+                })
+                .collect();
+            Ok((join_lines(&lines), Value::Array(json)))
+        }
+        "flush-conntrack" => {
+            let n: usize = node
+                .conntrack(&CtCommand::Flush(zone()?))?
+                .into_iter()
+                .map(|r| match r {
+                    CtReply::Flushed(n) => n,
+                    CtReply::Dump(_) => 0,
+                })
+                .sum();
+            Ok((String::new(), json!({"flushed": n})))
+        }
+        "stats" => {
+            let s = node.stats();
+            let g = node.generation();
+            Ok((
+                crate::run::stats::to_text(&s, g),
+                crate::run::stats::to_json(&s, g),
+            ))
+        }
+        "ports" => {
+            let mut text = String::new();
+            let mut json = Vec::new();
+            for p in &node.cfg().ports {
+                let ofport = if p.ofport == datapath::key::OFPP_LOCAL {
+                    "LOCAL".to_string()
+                } else {
+                    p.ofport.to_string()
+                };
+                let (kind, dev) = match &p.kind {
+                    PortKind::AfXdp {
+                        interface, queues, ..
+                    } => ("afxdp", format!("{interface} queues {queues:?}")),
+                    PortKind::Tap { device, .. } => ("tap", device.clone()),
+                    PortKind::Memory { .. } => ("memory", String::new()),
+                };
+                text.push_str(&format!(" {ofport}({}): {kind} {dev}\n", p.name));
+                json.push(json!({"name": p.name, "ofport": ofport, "type": kind, "device": dev}));
+            }
+            Ok((text, Value::Array(json)))
+        }
+        "reload" => {
+            let g = node.reload()?;
+            Ok((
+                format!("reloaded: generation {g}\n"),
+                json!({"generation": g}),
+            ))
+        }
+        other => bail!("unknown command {other:?}"),
+    }
+}
+
+fn join_lines(lines: &[String]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+fn groups_of(p: &Pipeline) -> Vec<datapath::pipeline::ir::Group> {
+    p.groups.values().cloned().collect()
+}
+
+fn parse_flows(node: &NodeHandle, name: &str, text: &str) -> anyhow::Result<Vec<Flow>> {
+    parse::with_port_names(&node.cfg().port_names(), || {
+        parse::parse_flows(name, text).map_err(|e| anyhow!("{e}"))
+    })
+}
+
+/// What `del-flows` deletes: `cookie=V[/M]` and `table=N`, both optional
+/// (nothing: every flow), as `ovs-ofctl del-flows` reads them.
+#[derive(Debug, Default, PartialEq)]
+struct DelSpec {
+    cookie: Option<(u64, u64)>,
+    table: Option<u8>,
+}
+
+impl DelSpec {
+    fn parse(s: &str) -> anyhow::Result<DelSpec> {
+        let mut d = DelSpec::default();
+        for tok in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, v) = tok.split_once('=').unwrap_or((tok, ""));
+            match k {
+                "cookie" => {
+                    let (v, m) = v.split_once('/').unwrap_or((v, "-1"));
+                    let m = if m == "-1" { "0xffffffffffffffff" } else { m };
+                    d.cookie = Some((num(v)?, num(m)?));
+                }
+                "table" => d.table = Some(num(v)?.try_into().context("table is 0..255")?),
+                _ => bail!(
+                    "del-flows: {tok:?}: only cookie=V/M and table=N select flows to delete here"
+                ),
+            }
+        }
+        Ok(d)
+    }
+
+    fn matches(&self, f: &Flow) -> bool {
+        self.cookie.is_none_or(|(v, m)| f.cookie & m == v & m)
+            && self.table.is_none_or(|t| f.table == t)
+    }
+}
+
+fn num(s: &str) -> anyhow::Result<u64> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| anyhow!("{s:?} is not a number"))
+}
+
+/// Send one request to the socket at `path` and return the response
+/// object (`ok` checked: an error answer becomes `Err`).
+pub fn request(path: &Path, req: &Value) -> anyhow::Result<Value> {
+    let mut s = UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach flowpath run at {} (is it running? --socket PATH)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    writeln!(s, "{req}")?;
+    s.flush()?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    let resp: Value = serde_json::from_str(&line)
+        .with_context(|| format!("bad answer from {}", path.display()))?;
+    if resp.get("ok") != Some(&Value::Bool(true)) {
+        bail!(
+            "{}",
+            resp.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("request failed")
+        );
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn del_spec_reads_cookie_and_table() {
+        let d = DelSpec::parse("cookie=0x520/0xff0,table=5").unwrap();
+        assert_eq!(d.cookie, Some((0x520, 0xff0)));
+        assert_eq!(d.table, Some(5));
+        assert_eq!(
+            DelSpec::parse("cookie=7").unwrap().cookie,
+            Some((7, u64::MAX))
+        );
+        assert_eq!(DelSpec::parse("").unwrap(), DelSpec::default());
+        assert!(DelSpec::parse("ip,nw_dst=10.0.0.1").is_err());
+        let f = |cookie, table| Flow {
+            table,
+            priority: 1,
+            cookie,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            matches: Default::default(),
+            actions: vec![],
+        };
+        let d = DelSpec::parse("cookie=0x500/0xf00").unwrap();
+        assert!(d.matches(&f(0x520, 0)));
+        assert!(!d.matches(&f(0x620, 0)));
+    }
+}

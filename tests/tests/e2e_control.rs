@@ -1,0 +1,152 @@
+//! End to end: the control socket of `flowpath run`, driven through the
+//! CLI against the namespace cluster while real TCP flows: `add-flow`
+//! changes forwarding, `del-flows cookie=V/M` undoes it, `dump-flows` shows
+//! the flow in `ovs-ofctl` form, `dump-conntrack` shows the connections a
+//! curl left, `flush-conntrack` empties them, `--json` parses.
+
+mod e2e_common;
+
+use std::path::Path;
+use std::process::Command;
+
+use e2e_common::*;
+
+/// `flowpath ARGS --socket S`; (exit ok, stdout + stderr).
+fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(flowpath_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .output()
+        .expect("run flowpath");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+fn ok(sock: &Path, args: &[&str]) -> String {
+    let (good, out) = cli(sock, args);
+    assert!(good, "flowpath {args:?} failed: {out}");
+    out
+}
+
+fn json(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = ok(sock, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} --json: {e}: {out}"))
+}
+
+#[test]
+fn control_socket_drives_the_running_node() {
+    if skip() {
+        return;
+    }
+    let mut c = Cluster::new(1);
+    let sock = c.dir.join("ctl.sock");
+    let fp = c.start_flowpath(
+        1,
+        "auto",
+        &format!("control_socket = \"{}\"", sock.display()),
+    );
+    let mode = std::fs::metadata(&sock).expect("socket exists");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600, "socket mode");
+
+    // ports and stats answer, as text and JSON.
+    let ports = ok(&sock, &["ports"]);
+    assert!(ports.contains(" 3(uplink): afxdp"), "{ports}");
+    let pj = json(&sock, &["ports"]);
+    assert_eq!(pj.as_array().map(Vec::len), Some(4), "{pj}");
+    let st = json(&sock, &["stats"]);
+    assert!(st.get("workers").is_some(), "{st}");
+
+    let nodeport = "http://10.176.25.244:30232";
+    let (good, body) = c.curl(&c.ext, nodeport);
+    assert!(good && body.starts_with("hello from pod1"), "{body}");
+
+    // The curl's connection through the NodePort chain, live.
+    let ct = ok(&sock, &["dump-conntrack"]);
+    assert!(
+        ct.lines().any(
+            |l| l.starts_with("tcp,orig=(src=10.176.26.36,dst=10.176.25.244,")
+                && l.contains("dport=30232")
+                && l.contains("zone=52100")
+        ),
+        "dump-conntrack:\n{ct}"
+    );
+    let z = ok(&sock, &["dump-conntrack", "65500"]);
+    assert!(
+        !z.is_empty() && z.lines().all(|l| l.contains("zone=65500")),
+        "{z}"
+    );
+    let ctj = json(&sock, &["dump-conntrack"]);
+    assert!(
+        ctj.as_array()
+            .is_some_and(|a| !a.is_empty() && a[0].get("zone").is_some()),
+        "{ctj}"
+    );
+    let fl = json(&sock, &["flush-conntrack"]);
+    assert!(fl["flushed"].as_u64().unwrap_or(0) >= 3, "{fl}");
+    assert_eq!(ok(&sock, &["dump-conntrack"]), "", "flushed");
+
+    // A drop for the NodePort, added live, stops new connections...
+    let before = ok(&sock, &["dump-flows"]);
+    ok(
+        &sock,
+        &[
+            "add-flow",
+            "table=0,priority=1000,cookie=0xbad1,tcp,nw_dst=10.176.25.244,tp_dst=30232,actions=drop",
+        ],
+    );
+    let t0 = ok(&sock, &["dump-flows", "0"]);
+    assert!(
+        t0.lines().next().is_some_and(|l| l
+            == " cookie=0xbad1, priority=1000,tcp,nw_dst=10.176.25.244,tp_dst=30232 actions=drop"),
+        "dump-flows 0:\n{t0}"
+    );
+    let (good, body) = c.curl(&c.ext, nodeport);
+    assert!(!good, "the drop flow did not take: {body}");
+    // ... other Services still work ...
+    let (good, body) = c.curl(&c.ext, "http://10.176.25.244:30236");
+    assert!(good, "{body}");
+    // ... and deleting it by cookie brings the NodePort back.
+    let d = json(&sock, &["del-flows", "cookie=0xbad0/0xfff0"]);
+    assert_eq!(d["removed"], 1, "{d}");
+    assert_eq!(
+        ok(&sock, &["dump-flows"]),
+        before,
+        "back to the original flows"
+    );
+    let (good, body) = c.curl(&c.ext, nodeport);
+    assert!(good && body.starts_with("hello from pod1"), "{body}");
+
+    let groups = ok(&sock, &["dump-groups"]);
+    assert!(groups.starts_with("group_id="), "{groups}");
+    let fj = json(&sock, &["dump-flows"]);
+    assert_eq!(
+        fj.as_array().map(Vec::len),
+        Some(before.lines().count()),
+        "{fj}"
+    );
+
+    // replace-flows with the file itself, and reload: the same flows.
+    ok(&sock, &["replace-flows", &c.flows.display().to_string()]);
+    assert_eq!(ok(&sock, &["dump-flows"]), before);
+    let r = ok(&sock, &["reload"]);
+    assert!(r.starts_with("reloaded: generation "), "{r}");
+    let (good, body) = c.curl(&c.ext, nodeport);
+    assert!(good, "{body}");
+
+    // A bad flow is refused with the reason; nothing changes.
+    let (good, out) = cli(
+        &sock,
+        &["add-flow", "table=0,tcp,tp_dst=99999,actions=drop"],
+    );
+    assert!(!good && out.contains("tp_dst"), "{out}");
+    assert_eq!(ok(&sock, &["dump-flows"]), before);
+
+    let (code, _) = fp.terminate();
+    assert_eq!(code, Some(0));
+    assert!(!sock.exists(), "socket removed at exit");
+}
