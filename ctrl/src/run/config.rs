@@ -135,8 +135,11 @@ pub const DEFAULT_SOCKET: &str = "/run/flowpath/flowpath.sock";
 pub struct RunConfig {
     /// The file it came from.
     pub path: PathBuf,
-    /// Flows file.
+    /// Flows file (empty when the rules come from `services`).
     pub flows: PathBuf,
+    /// Service manifests (`services = "DIR"`): the rules are compiled from
+    /// them and this file's node description instead of read from `flows`.
+    pub services: Option<PathBuf>,
     /// Control socket path (`control_socket`, default
     /// [`DEFAULT_SOCKET`]).
     pub control_socket: PathBuf,
@@ -178,7 +181,7 @@ impl RunConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    flows: Spanned<String>,
+    flows: Option<Spanned<String>>,
     groups: Option<Spanned<String>>,
     workers: Option<Spanned<usize>>,
     cores: Option<Spanned<Vec<usize>>>,
@@ -216,8 +219,7 @@ struct Raw {
     pods: Option<toml::Value>,
     #[allow(dead_code)]
     peers: Option<toml::Value>,
-    #[allow(dead_code)]
-    services: Option<toml::Value>,
+    services: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -341,14 +343,35 @@ pub fn parse(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
             dir.join(p)
         }
     };
-    let flows = rel(raw.flows.get_ref());
-    if !flows.is_file() {
-        return Err(cx.err(
-            raw.flows.span(),
-            "flows",
-            format!("no such file {}", flows.display()),
-        ));
-    }
+    let services = raw.services.as_ref().map(|sv| rel(sv.get_ref()));
+    let flows = match (&raw.flows, &raw.services) {
+        (Some(f), None) => {
+            let flows = rel(f.get_ref());
+            if !flows.is_file() {
+                return Err(cx.err(
+                    f.span(),
+                    "flows",
+                    format!("no such file {}", flows.display()),
+                ));
+            }
+            flows
+        }
+        (None, Some(_)) => PathBuf::new(),
+        (Some(f), Some(_)) => {
+            return Err(cx.err(
+                f.span(),
+                "flows",
+                "give either flows or services (manifests to compile), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(cx.err(
+                0..0,
+                "flows",
+                "missing field `flows` (or `services`, manifests to compile)",
+            ));
+        }
+    };
     let groups = match &raw.groups {
         Some(g) => {
             let p = rel(g.get_ref());
@@ -708,6 +731,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
         umem_frames: raw.umem.frames.map(|f| *f.get_ref()),
         frame_size,
         idle_sleep_us: raw.idle_sleep_us.unwrap_or(50),
+        services,
         control_socket: raw
             .control_socket
             .as_deref()

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::compile;
 use anyhow::Context;
 use conntrack::{CtConfig, Directory, HandoffMesh, Shard};
 use datapath::io::afxdp::{AfXdpConfig, AfXdpPort, XdpConfig, XdpProgram};
@@ -82,12 +83,43 @@ pub struct NodeHandle {
     /// Serializes read-modify-publish edits of the pipeline (socket edits,
     /// reloads), so two edits never lose one another.
     edit: Mutex<()>,
+    /// The last compile, when the rules come from Service manifests (for
+    /// the stale-UDP flush list of the next reload).
+    compiled: Mutex<Option<compile::Compiled>>,
+}
+
+/// The rules `cfg` describes: its flows/groups files, or node.toml and the
+/// Service manifests compiled (`services = "DIR"`).
+pub fn build(cfg: &RunConfig) -> anyhow::Result<(Pipeline, Option<compile::Compiled>)> {
+    match &cfg.services {
+        Some(dir) => {
+            let node = crate::config::NodeConfig::load(&cfg.path)?;
+            let manifests = crate::config::Manifests::load(std::slice::from_ref(dir))?;
+            let c = compile::compile(&node, &manifests)?;
+            for w in &c.warnings {
+                eprintln!("flowpath run: warning: {w}");
+            }
+            Ok((c.pipeline(), Some(c)))
+        }
+        None => Ok((
+            crate::load::load_named(&cfg.flows, cfg.groups.as_deref(), &cfg.port_names())?,
+            None,
+        )),
+    }
 }
 
 impl NodeHandle {
     /// The checked node.toml.
     pub fn cfg(&self) -> &RunConfig {
         &self.cfg
+    }
+
+    /// Where the rules come from, for messages.
+    pub fn source(&self) -> String {
+        match &self.cfg.services {
+            Some(d) => format!("{} + {}", self.cfg.path.display(), d.display()),
+            None => self.cfg.flows.display().to_string(),
+        }
     }
 
     /// The pipeline the workers run now.
@@ -110,16 +142,67 @@ impl NodeHandle {
         Ok(self.cell.publish(p))
     }
 
-    /// Re-read the flows (and groups) files and publish them. On error the
-    /// running pipeline stays. Returns the new generation.
+    /// Re-read the flows (and groups) files, or recompile node.toml and
+    /// the Service manifests, and publish the result. On error (a bad
+    /// manifest names file, document and field) the running pipeline
+    /// stays. After a recompile, conntrack entries of UDP backends that
+    /// went away are deleted on every worker ([`compile::stale_udp_flushes`],
+    /// kubernetes#48370). Returns the new generation.
     pub fn reload(&self) -> anyhow::Result<u64> {
-        self.edit(|_| {
-            crate::load::load_named(
-                &self.cfg.flows,
-                self.cfg.groups.as_deref(),
-                &self.cfg.port_names(),
-            )
-        })
+        let (p, compiled) = build(&self.cfg)?;
+        let g = self.edit(|_| Ok(p))?;
+        let mut flushes = Vec::new();
+        if let Ok(mut old) = self.compiled.lock() {
+            if let (Some(o), Some(n)) = (old.as_ref(), compiled.as_ref()) {
+                flushes = compile::stale_udp_flushes(o, n);
+            }
+            *old = compiled;
+        }
+        if !flushes.is_empty() {
+            let n = self.flush_stale(&flushes)?;
+            println!(
+                "flowpath run: {} stale UDP backend(s): {n} conntrack entr(ies) deleted",
+                flushes.len()
+            );
+        }
+        Ok(g)
+    }
+
+    /// Delete the conntrack entries `flushes` name, on every worker.
+    fn flush_stale(&self, flushes: &[compile::CtFlush]) -> anyhow::Result<usize> {
+        let mut zones: Vec<u16> = flushes.iter().map(|f| f.zone).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        let mut tuples = Vec::new();
+        for z in zones {
+            for r in self.conntrack(&CtCommand::Dump(Some(z)))? {
+                let CtReply::Dump(d) = r else { continue };
+                for c in d {
+                    let hit = flushes.iter().any(|f| {
+                        f.zone == c.zone
+                            && f.proto == c.orig.proto
+                            && u32::from(f.orig_dst.0) == c.orig.dst
+                            && f.orig_dst.1 == c.orig.dport
+                            && u32::from(f.reply_src.0) == c.reply.src
+                            && f.reply_src.1 == c.reply.sport
+                    });
+                    if hit {
+                        tuples.push((c.zone, c.orig));
+                    }
+                }
+            }
+        }
+        if tuples.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .conntrack(&CtCommand::FlushTuples(tuples))?
+            .into_iter()
+            .map(|r| match r {
+                CtReply::Flushed(n) => n,
+                CtReply::Dump(_) => 0,
+            })
+            .sum())
     }
 
     /// Publish an already-built pipeline (the Service compiler's path).
@@ -160,6 +243,17 @@ impl NodeHandle {
 impl Node {
     /// Open every port and start the workers.
     pub fn start(cfg: RunConfig, pipeline: Pipeline) -> anyhow::Result<Node> {
+        Node::start_compiled(cfg, pipeline, None)
+    }
+
+    /// [`Node::start`] with the compile `pipeline` came from (reloads
+    /// flush the conntrack entries of UDP backends it had and the next
+    /// compile drops).
+    pub fn start_compiled(
+        cfg: RunConfig,
+        pipeline: Pipeline,
+        compiled: Option<compile::Compiled>,
+    ) -> anyhow::Result<Node> {
         let n = cfg.workers;
         // One XDP program per interface, shared by the workers.
         let mut programs: Vec<(String, Arc<XdpProgram>)> = Vec::new();
@@ -369,6 +463,7 @@ impl Node {
                 cell,
                 controls,
                 edit: Mutex::new(()),
+                compiled: Mutex::new(compiled),
             }),
             threads,
             programs: programs.into_iter().map(|(_, p)| p).collect(),
@@ -437,7 +532,7 @@ fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Opti
 /// without opening any port. Returns a one-line summary.
 pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
     let cfg = config::load(config)?;
-    let p = crate::load::load_named(&cfg.flows, cfg.groups.as_deref(), &cfg.port_names())?;
+    let (p, _) = build(&cfg)?;
     let sockets: usize = cfg
         .ports
         .iter()
@@ -460,14 +555,14 @@ pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
 pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let cfg = config::load(config)?;
-    let pipeline = crate::load::load_named(&cfg.flows, cfg.groups.as_deref(), &cfg.port_names())?;
+    let (pipeline, compiled) = build(&cfg)?;
     // Registered before any worker thread exists, on this thread.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("install signal handlers")?;
     let workers = cfg.workers;
     let ports = cfg.ports.len();
     let socket = cfg.control_socket.clone();
-    let node = Node::start(cfg, pipeline)?;
+    let node = Node::start_compiled(cfg, pipeline, compiled)?;
     crate::control::serve(&socket, node.handle())?;
     println!(
         "flowpath run: ready: {workers} worker(s), {ports} port(s), pid {}",
@@ -479,7 +574,7 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
             SIGHUP => match node.reload() {
                 Ok(g) => println!(
                     "flowpath run: reloaded {}: generation {g}",
-                    node.handle.cfg.flows.display()
+                    node.handle.source()
                 ),
                 Err(e) => {
                     eprintln!("flowpath run: reload failed, keeping the running rules: {e:#}")
