@@ -88,6 +88,28 @@ pub struct NodeHandle {
     compiled: Mutex<Option<compile::Compiled>>,
 }
 
+/// The (zone, original tuple) of every entry of `dump` that one of
+/// `flushes` names: same zone and protocol, original destination the
+/// frontend, reply source the backend that went away.
+fn stale_entries(
+    flushes: &[compile::CtFlush],
+    dump: &[conntrack::ConnDump],
+) -> Vec<(u16, conntrack::Tuple)> {
+    dump.iter()
+        .filter(|c| {
+            flushes.iter().any(|f| {
+                f.zone == c.zone
+                    && f.proto == c.orig.proto
+                    && u32::from(f.orig_dst.0) == c.orig.dst
+                    && f.orig_dst.1 == c.orig.dport
+                    && u32::from(f.reply_src.0) == c.reply.src
+                    && f.reply_src.1 == c.reply.sport
+            })
+        })
+        .map(|c| (c.zone, c.orig))
+        .collect()
+}
+
 /// The rules `cfg` describes: its flows/groups files, or node.toml and the
 /// Service manifests compiled (`services = "DIR"`).
 pub fn build(cfg: &RunConfig) -> anyhow::Result<(Pipeline, Option<compile::Compiled>)> {
@@ -176,19 +198,8 @@ impl NodeHandle {
         let mut tuples = Vec::new();
         for z in zones {
             for r in self.conntrack(&CtCommand::Dump(Some(z)))? {
-                let CtReply::Dump(d) = r else { continue };
-                for c in d {
-                    let hit = flushes.iter().any(|f| {
-                        f.zone == c.zone
-                            && f.proto == c.orig.proto
-                            && u32::from(f.orig_dst.0) == c.orig.dst
-                            && f.orig_dst.1 == c.orig.dport
-                            && u32::from(f.reply_src.0) == c.reply.src
-                            && f.reply_src.1 == c.reply.sport
-                    });
-                    if hit {
-                        tuples.push((c.zone, c.orig));
-                    }
+                if let CtReply::Dump(d) = r {
+                    tuples.extend(stale_entries(flushes, &d));
                 }
             }
         }
@@ -595,4 +606,66 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
     println!("flowpath run: stopped");
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn conn(
+        zone: u16,
+        proto: u8,
+        dst: (Ipv4Addr, u16),
+        backend: (Ipv4Addr, u16),
+    ) -> conntrack::ConnDump {
+        let client = u32::from(Ipv4Addr::new(172, 16, 2, 11));
+        conntrack::ConnDump {
+            orig: conntrack::Tuple {
+                src: client,
+                dst: dst.0.into(),
+                sport: 40000,
+                dport: dst.1,
+                proto,
+            },
+            reply: conntrack::Tuple {
+                src: backend.0.into(),
+                dst: client,
+                sport: backend.1,
+                dport: 40000,
+                proto,
+            },
+            orig_icmp_type: 0,
+            reply_icmp_type: 0,
+            zone,
+            mark: 0,
+            label: 0,
+            tcp: None,
+            timeout_s: 30,
+        }
+    }
+
+    /// Only the UDP entries DNATed to the backend that went away, in its
+    /// zone and for its frontend, are flushed (kubernetes#48370).
+    #[test]
+    fn stale_entries_are_the_gone_backends_udp_conns() {
+        let vip = (Ipv4Addr::new(10, 96, 0, 53), 53);
+        let gone = (Ipv4Addr::new(172, 16, 2, 10), 5353);
+        let kept = (Ipv4Addr::new(172, 16, 2, 12), 5353);
+        let flushes = [compile::CtFlush {
+            zone: 65500,
+            proto: 17,
+            orig_dst: vip,
+            reply_src: gone,
+        }];
+        let dump = [
+            conn(65500, 17, vip, gone),
+            conn(65500, 17, vip, kept),
+            conn(65500, 6, vip, gone),
+            conn(52100, 17, vip, gone),
+            conn(65500, 17, (vip.0, 54), gone),
+        ];
+        let hit = stale_entries(&flushes, &dump);
+        assert_eq!(hit, vec![(65500, dump[0].orig)]);
+    }
 }
