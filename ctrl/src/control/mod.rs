@@ -2,8 +2,8 @@
 //!
 //! A Unix stream socket (`control_socket` in node.toml, default
 //! [`DEFAULT_SOCKET`](crate::run::config::DEFAULT_SOCKET)), mode 0600, served
-//! by one thread of its own (never a worker). The protocol is one JSON
-//! object per line each way:
+//! by a thread of its own (never a worker; one more per connection). The
+//! protocol is one JSON object per line each way:
 //!
 //! ```text
 //! -> {"cmd":"dump-flows","table":41}
@@ -58,9 +58,19 @@ pub fn serve(path: &Path, node: Arc<NodeHandle>) -> anyhow::Result<()> {
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
+                    // A thread per connection: a client that keeps its
+                    // connection open never holds up another one.
                     Ok(s) => {
-                        if let Err(e) = serve_one(s, &node) {
-                            eprintln!("flowpath run: control connection: {e:#}");
+                        let node = node.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("fp-control-conn".into())
+                            .spawn(move || {
+                                if let Err(e) = serve_one(s, &node) {
+                                    eprintln!("flowpath run: control connection: {e:#}");
+                                }
+                            });
+                        if let Err(e) = spawned {
+                            eprintln!("flowpath run: control connection: {e}");
                         }
                     }
                     Err(e) => eprintln!("flowpath run: control socket accept: {e}"),
