@@ -35,14 +35,21 @@ use serde_json::{Value, json};
 
 use crate::run::{NodeHandle, PortKind};
 
-/// Bind the socket (replacing a stale one), restrict it to its owner and
-/// serve it on a thread of its own until the process exits.
+/// Bind the socket (replacing a stale one; one another process still
+/// answers on is an error), restrict it to its owner and serve it on a
+/// thread of its own until the process exits.
 pub fn serve(path: &Path, node: Arc<NodeHandle>) -> anyhow::Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("control socket directory {}", dir.display()))?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "control socket {} is served by another running flowpath",
+            path.display()
+        );
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}

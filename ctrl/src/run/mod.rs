@@ -574,7 +574,20 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
     let ports = cfg.ports.len();
     let socket = cfg.control_socket.clone();
     let node = Node::start_compiled(cfg, pipeline, compiled)?;
-    crate::control::serve(&socket, node.handle())?;
+    // An explicitly configured socket must work; the default one (under
+    // /run, root's) only warns, so unprivileged runs with memory ports and
+    // several test nodes on one host still start.
+    let mut socket = Some(socket);
+    if let Some(path) = &socket
+        && let Err(e) = crate::control::serve(path, node.handle())
+    {
+        if path.as_path() != std::path::Path::new(config::DEFAULT_SOCKET) {
+            let _ = node.stop();
+            return Err(e);
+        }
+        eprintln!("flowpath run: warning: no control socket: {e:#}");
+        socket = None;
+    }
     println!(
         "flowpath run: ready: {workers} worker(s), {ports} port(s), pid {}",
         std::process::id()
@@ -601,7 +614,9 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
     }
     let g = node.generation();
     let finals = node.stop();
-    let _ = std::fs::remove_file(&socket);
+    if let Some(path) = &socket {
+        let _ = std::fs::remove_file(path);
+    }
     print!("{}", stats::render(&finals, g, format));
     println!("flowpath run: stopped");
     let _ = std::io::stdout().flush();
