@@ -49,17 +49,19 @@ enum Cmd {
         #[arg(long)]
         cache: bool,
     },
-    /// Show how one packet walks the tables, like `ovs-appctl ofproto/trace`.
+    /// Show how one packet walks the tables, like `ovs-appctl ofproto/trace`
+    /// (without `--flows`: through the pipeline `flowpath run` runs now).
     Trace {
-        /// Flows file.
-        #[arg(long)]
-        flows: PathBuf,
+        /// Flows file (offline; without it, ask the running node).
+        #[arg(long, requires = "ports")]
+        flows: Option<PathBuf>,
         /// Groups file.
         #[arg(long)]
         groups: Option<PathBuf>,
-        /// Port names: NAME=OFPORT,...
+        /// Port names: NAME=OFPORT,... (offline; the running node knows its
+        /// own).
         #[arg(long)]
-        ports: String,
+        ports: Option<String>,
         /// Port the packet arrives on (name, number or LOCAL).
         #[arg(long)]
         in_port: String,
@@ -70,8 +72,10 @@ enum Cmd {
         #[arg(long)]
         flow: Option<String>,
         /// STEPS run first, so the traced packet meets real conntrack state.
-        #[arg(long)]
+        #[arg(long, requires = "flows")]
         steps: Option<PathBuf>,
+        #[command(flatten)]
+        sock: Sock,
     },
     /// Validate a flows (and groups) file without running anything.
     Check {
@@ -244,15 +248,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Trace {
-            flows,
+            flows: None,
+            in_port,
+            packet,
+            flow,
+            sock,
+            ..
+        } => ask(
+            &sock,
+            json!({"cmd": "trace", "in_port": in_port, "packet": packet, "flow": flow}),
+        ),
+        Cmd::Trace {
+            flows: Some(flows),
             groups,
             ports,
             in_port,
             packet,
             flow,
             steps,
+            ..
         } => {
-            let ports = load::ports(&ports)?;
+            let ports = load::ports(ports.as_deref().unwrap_or_default())?;
             let p = load::load_named(&flows, groups.as_deref(), &ports.ports)?;
             let prefix = match steps {
                 Some(s) => load::steps(&s, &ports)?,

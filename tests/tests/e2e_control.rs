@@ -130,6 +130,22 @@ fn control_socket_drives_the_running_node() {
         "{fj}"
     );
 
+    // trace through the running pipeline, in ofproto/trace form.
+    let t = ok(
+        &sock,
+        &[
+            "trace",
+            "--in-port",
+            "uplink",
+            "--flow",
+            "tcp,nw_src=10.176.26.36,nw_dst=10.176.25.244,tp_src=40001,tp_dst=30232,tcp_flags=+syn",
+        ],
+    );
+    assert!(
+        t.contains("Datapath actions: ct(zone=52100,nat)"),
+        "trace:\n{t}"
+    );
+
     // replace-flows with the file itself, and reload: the same flows.
     ok(&sock, &["replace-flows", &c.flows.display().to_string()]);
     assert_eq!(ok(&sock, &["dump-flows"]), before);

@@ -14,7 +14,8 @@
 //! Commands: `dump-flows [table]`, `add-flow flow`, `del-flows [spec]`
 //! (`cookie=V[/M]`, `table=N`), `replace-flows flows`, `dump-groups`,
 //! `dump-conntrack [zone]`, `flush-conntrack [zone]`, `stats`, `ports`,
-//! `reload`. Flow changes build a new [`Pipeline`] here, off the hot path,
+//! `reload`, `trace in_port flow|packet` (through the running pipeline,
+//! with an empty conntrack of its own, as the offline `trace`). Flow changes build a new [`Pipeline`] here, off the hot path,
 //! and publish it atomically ([`NodeHandle::publish`]); the workers pick it
 //! up between bursts. Conntrack commands go to every worker's mailbox
 //! ([`WorkerControl::conntrack`]) and are answered between bursts, so the
@@ -271,6 +272,31 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 json.push(json!({"name": p.name, "ofport": ofport, "type": kind, "device": dev}));
             }
             Ok((text, Value::Array(json)))
+        }
+        "trace" => {
+            let in_port = arg("in_port").ok_or_else(|| anyhow!("trace needs \"in_port\""))?;
+            let names: Vec<String> = node
+                .cfg()
+                .ports
+                .iter()
+                .map(|p| {
+                    if p.ofport == datapath::key::OFPP_LOCAL {
+                        format!("{}=LOCAL", p.name)
+                    } else {
+                        format!("{}={}", p.name, p.ofport)
+                    }
+                })
+                .collect();
+            let ports = crate::load::ports(&names.join(","))?;
+            let out = crate::trace::trace(
+                &node.pipeline(),
+                &ports,
+                &[],
+                in_port,
+                arg("packet"),
+                arg("flow"),
+            )?;
+            Ok((out.clone(), json!({"trace": out})))
         }
         "reload" => {
             let g = node.reload()?;
