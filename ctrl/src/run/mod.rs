@@ -21,6 +21,10 @@
 //!   error print it and keep the running rules.
 //! * SIGUSR1: print every worker's counters ([`stats`]).
 //!
+//! With `services = "DIR"` the rules are compiled from node.toml and the
+//! manifests ([`build`]); a watcher thread polls them once a second and a
+//! change reloads them like SIGHUP.
+//!
 //! The control socket ([`crate::control`]) is served from its own thread
 //! through a [`NodeHandle`]: `dump-flows`, `add-flow`, `del-flows`,
 //! `replace-flows`, `dump-groups`, `dump-conntrack`, `flush-conntrack`,
@@ -539,6 +543,57 @@ fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Opti
     })?))
 }
 
+/// Watch node.toml and the manifests directory (polled once a second, on a
+/// thread of its own): a change recompiles and publishes, as `reload`.
+fn watch(h: Arc<NodeHandle>) -> anyhow::Result<()> {
+    fn fingerprint(
+        cfg: &RunConfig,
+    ) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+        let mut paths = vec![cfg.path.clone()];
+        if let Some(dir) = &cfg.services
+            && let Ok(rd) = std::fs::read_dir(dir)
+        {
+            paths.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+        }
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).ok();
+                let t = m.as_ref().and_then(|m| m.modified().ok());
+                let len = m.map_or(0, |m| m.len());
+                (p, t, len)
+            })
+            .collect()
+    }
+    std::thread::Builder::new()
+        .name("fp-watch".into())
+        .spawn(move || {
+            let mut last = fingerprint(&h.cfg);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = fingerprint(&h.cfg);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match h.reload() {
+                    Ok(g) => println!(
+                        "flowpath run: {} changed: reloaded: generation {g}",
+                        h.source()
+                    ),
+                    Err(e) => eprintln!(
+                        "flowpath run: {} changed: reload failed, keeping the running rules: {e:#}",
+                        h.source()
+                    ),
+                }
+                let _ = std::io::stdout().flush();
+            }
+        })
+        .context("spawn the manifest watcher")?;
+    Ok(())
+}
+
 /// `flowpath run --check`: validate the config and its flows/groups files
 /// without opening any port. Returns a one-line summary.
 pub fn check(config: &std::path::Path) -> anyhow::Result<String> {
@@ -587,6 +642,9 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
         }
         eprintln!("flowpath run: warning: no control socket: {e:#}");
         socket = None;
+    }
+    if node.handle.cfg.services.is_some() {
+        watch(node.handle())?;
     }
     println!(
         "flowpath run: ready: {workers} worker(s), {ports} port(s), pid {}",
