@@ -9,3 +9,6 @@ cargo test --workspace --exclude tests
 # Integration tests against real OVS: --show-output prints how many cases,
 # packets and conntrack dumps each differential test compared.
 cargo test -p tests -- --show-output
+# The criterion benches, each benchmark once in criterion's test mode (dev
+# profile, no timing; ~30 s), so they cannot rot. Numbers: cargo bench -p bench.
+cargo test -p bench --bench '*'
