@@ -4,42 +4,19 @@
 //! pass) and (b) through the per-core megaflow cache. (a) is the baseline
 //! the cache is measured against, in the same run.
 
-use std::path::PathBuf;
-
+use bench::nodeport::NodePort;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
-use datapath::pipeline::{Pipeline, parse};
-use datapath::replay::{self, PortMap, Replayer, Step};
-
-fn scenario() -> (Pipeline, PortMap, Vec<Step>) {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/nodeport_etp_cluster");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("scenario file");
-    let flows = parse::parse_flows("flows.txt", &read("flows.txt")).expect("flows parse");
-    let groups = parse::parse_groups("groups.txt", &read("groups.txt")).expect("groups parse");
-    let ports = PortMap::parse(read("ports.txt").trim()).expect("ports");
-    let steps = replay::parse_steps("steps.txt", &read("steps.txt"), &ports).expect("steps");
-    (Pipeline::new(flows, groups), ports, steps)
-}
+use datapath::replay::Replayer;
 
 fn nodeport_established(c: &mut Criterion) {
-    let (p, ports, steps) = scenario();
-    // The handshake and first data exchange: steps up to the first @ct.
-    let prefix: Vec<Step> = steps
-        .iter()
-        .take_while(|s| !matches!(s, Step::Ct(_)))
-        .cloned()
-        .collect();
-    // The client's data packet (PSH|ACK) that follows: an established packet.
-    let data = steps
-        .iter()
-        .skip(prefix.len())
-        .find_map(|s| match s {
-            Step::Packet { port, bytes } if port == "uplink" => Some(bytes.clone()),
-            _ => None,
-        })
-        .expect("a client data packet");
-    let in_port = ports.resolve("uplink").expect("uplink");
+    let NodePort {
+        pipeline: p,
+        ports,
+        prefix,
+        data,
+        in_port,
+    } = NodePort::load();
     let numbers = ports.numbers();
     let mut g = c.benchmark_group("nodeport_chain_established");
     g.throughput(Throughput::Elements(1));

@@ -9,38 +9,21 @@
 //! Replays the scenario's handshake, then sends its established client data
 //! packet PACKETS times through the megaflow-cached engine.
 
-use std::path::PathBuf;
-
+use bench::nodeport::NodePort;
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
-use datapath::pipeline::{Pipeline, parse};
-use datapath::replay::{self, PortMap, Replayer, Step};
+use datapath::replay::Replayer;
 
 fn main() {
     let n: u64 = std::env::args()
         .nth(1)
         .map_or(10_000, |a| a.parse().expect("PACKETS is a number"));
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/nodeport_etp_cluster");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("scenario file");
-    let flows = parse::parse_flows("flows.txt", &read("flows.txt")).expect("flows parse");
-    let groups = parse::parse_groups("groups.txt", &read("groups.txt")).expect("groups parse");
-    let ports = PortMap::parse(read("ports.txt").trim()).expect("ports");
-    let steps = replay::parse_steps("steps.txt", &read("steps.txt"), &ports).expect("steps");
-    let p = Pipeline::new(flows, groups);
-    let prefix: Vec<Step> = steps
-        .iter()
-        .take_while(|s| !matches!(s, Step::Ct(_)))
-        .cloned()
-        .collect();
-    let data = steps
-        .iter()
-        .skip(prefix.len())
-        .find_map(|s| match s {
-            Step::Packet { port, bytes } if port == "uplink" => Some(bytes.clone()),
-            _ => None,
-        })
-        .expect("a client data packet");
-    let in_port = ports.resolve("uplink").expect("uplink");
+    let NodePort {
+        pipeline: p,
+        ports,
+        prefix,
+        data,
+        in_port,
+    } = NodePort::load();
     let numbers = ports.numbers();
     let mut r = Replayer::new(&p, &ports).with_cache();
     r.run(&prefix);

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod flows;
+pub mod nodeport;
 pub mod rate;
 pub mod summary;
 pub mod template;
