@@ -4,45 +4,16 @@
 
 mod io_common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod alloc_counter;
+use alloc_counter::allocs;
 
 use datapath::io::afxdp::{AfXdpConfig, AfXdpPort, XdpConfig, XdpMode, XdpProgram};
 use datapath::io::memory::MemoryPort;
 use datapath::io::{Batch, Port, Umem, UmemConfig, netlink};
 use io_common::{Netns, ip, skip_without_afxdp, tag};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter is a const-initialised thread-local, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+static A: alloc_counter::Counting = alloc_counter::Counting;
 
 fn frame() -> Vec<u8> {
     let mut f = vec![0xff; 6];

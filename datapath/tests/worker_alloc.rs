@@ -3,8 +3,8 @@
 //! directions, 64-packet bursts through the whole ETP Cluster chain: three
 //! conntrack zones, recirculations, NAT) after a warm-up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod alloc_counter;
+use alloc_counter::allocs;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,37 +16,8 @@ use datapath::pipeline::parse::{parse_flows, parse_groups};
 use datapath::replay::{PortMap, Step, parse_steps};
 use datapath::worker::{OwnedPort, PipelineCell, Route, Worker, WorkerConfig, WorkerControl};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter is a const-initialised thread-local, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+static A: alloc_counter::Counting = alloc_counter::Counting;
 
 fn mem<'a>(w: &'a mut Worker, name: &str) -> &'a mut MemoryPort {
     w.ports_mut()
