@@ -401,6 +401,49 @@ fn cases() -> Vec<Case> {
             server_rx: ("pod2", POD2_MAC),
             client_rx: ("gw0", GW_MAC),
         },
+        // --- externalIPs / LoadBalancer ingress, ETP Cluster: SNAT to the
+        // gateway IP, so a remote endpoint answers through this node.
+        Case {
+            name: "external_ip_etp_cluster_to_remote_pod",
+            proto: Proto::Tcp,
+            client: external(40020, (Ipv4Addr::new(192, 0, 2, 20), 80)),
+            server: remote(REMOTE_POD, 8080, (GW, 40020)),
+            server_rx: ("uplink", PEER_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "lb_ingress_etp_cluster_to_remote_pod",
+            proto: Proto::Tcp,
+            client: external(40021, (Ipv4Addr::new(198, 51, 100, 20), 80)),
+            server: remote(REMOTE_POD, 8080, (GW, 40021)),
+            server_rx: ("uplink", PEER_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "external_ip_etp_cluster_udp_to_remote_pod",
+            proto: Proto::Udp,
+            client: external(40053, (Ipv4Addr::new(192, 0, 2, 20), 53)),
+            server: remote(REMOTE_POD, 5353, (GW, 40053)),
+            server_rx: ("uplink", PEER_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        Case {
+            name: "external_ip_etp_cluster_to_local_pod",
+            proto: Proto::Tcp,
+            client: external(40022, (Ipv4Addr::new(192, 0, 2, 21), 80)),
+            server: pod(1, 8080, (GW, 40022)),
+            server_rx: ("pod1", POD1_MAC),
+            client_rx: ("gw0", GW_MAC),
+        },
+        // From a local pod the external IP is not SNATed (ClusterIP-like).
+        Case {
+            name: "external_ip_etp_cluster_from_pod",
+            proto: Proto::Tcp,
+            client: pod(2, 42020, (Ipv4Addr::new(192, 0, 2, 20), 80)),
+            server: remote(REMOTE_POD, 8080, (POD2, 42020)),
+            server_rx: ("uplink", PEER_MAC),
+            client_rx: ("pod2", POD2_MAC),
+        },
         // --- ClusterIP from pods
         Case {
             name: "clusterip_pod_to_local_pod",
@@ -629,10 +672,15 @@ fn arp_responders_match_ovs() {
     let (flows, groups) = compiled();
     let who_has = |tpa: Ipv4Addr| PacketBuilder::arp_request(GW_MAC, GW, tpa).build();
     let steps_text = format!(
-        "gw0 {}\ngw0 {}\nuplink {}\n",
+        "gw0 {}\ngw0 {}\nuplink {}\npod1 {}\ngw0 {}\npod2 {}\n",
         hex(&who_has(VIP)),
         hex(&who_has(Ipv4Addr::new(10, 96, 0, 10))),
         hex(&PacketBuilder::arp_request(EXT_MAC, EXT, Ipv4Addr::new(10, 96, 0, 10)).build()),
+        // A pod asks for its gateway; the host asks for a pod; a pod asks
+        // for another pod: forwarded, not answered.
+        hex(&PacketBuilder::arp_request(POD1_MAC, POD1, GW).build()),
+        hex(&who_has(POD2)),
+        hex(&PacketBuilder::arp_request(POD2_MAC, POD2, POD1).build()),
     );
     let steps = parse_steps(&steps_text).unwrap();
     let ovs = ovs_replay(&flows, Some(&groups), &ports(), &steps_text).expect("OVS");
@@ -659,4 +707,11 @@ fn arp_responders_match_ovs() {
     }
     // Service IPs are not answered on the uplink.
     assert!(outputs_by_port(&r[2]).is_empty());
+    // Pod ARP is forwarded unchanged to whoever owns the address.
+    for (i, to) in [(3, "gw0"), (4, "pod2"), (5, "pod1")] {
+        let outs = outputs_by_port(&r[i]);
+        assert_eq!(outs.len(), 1, "step {i}: {}", r[i]);
+        let f = fields(&unhex(&outs[to][0]).unwrap());
+        assert_eq!(f["arp_op"], "1", "step {i}");
+    }
 }

@@ -9,13 +9,14 @@
 //!  0 Classifier   IGMP drop; ARP responders (virtual IP; Service IPs asked by the host);
 //!                 in_port -> reg0[0..15] mark (uplink 4, gateway 1, pod 2, LOCAL 5)
 //!  5 Uplink       from the uplink, or to a node IP -> 6; else -> 30
-//!  6 NodePortIP   nw_dst is a node IP (hash) -> 7; else -> 12
-//!  7 NodePortPort proto+tp_dst is a NodePort (hash) -> ct(zone=52100,nat,table=8)
+//!  6 NodePortIP   nw_dst is a node IP or an ETP Cluster external IP (hash) -> 7; else -> 12
+//!  7 NodePortPort proto+tp_dst is a NodePort (hash) -> ct(zone=52100,nat,table=8);
+//!                 ETP Cluster external IP+proto+port (hash): reg8=1 -> 9 (SNAT only)
 //!  8 NodePortDnat new: reg8=1, ct(commit,zone=52100,nat(dst=VIP)) -> 9; est: reg8=1 -> 9;
 //!                 replies (reg8=2), un-DNATed: -> 70
 //!  9 PostDnat     ct(zone=52200,nat,table=11)
 //! 11 Snat         new, ETP Cluster: ct(commit,zone=52200,nat(src=GwIP)) -> 12;
-//!                 new, ETP Local (proto+NodePort, hash): -> 12 (client IP kept);
+//!                 new, ETP Local (VIP+proto+NodePort, hash): -> 12 (client IP kept);
 //!                 replies: ct(zone=52100,nat,table=8)
 //! 12 PostSnat     replies to GwIP: ct(zone=52200,nat,table=11); other replies:
 //!                 ct(zone=52100,nat,table=8); requests: ct(zone=65500,nat,table=30)
@@ -31,8 +32,9 @@
 //!                 gateway IP; node IPs (hostNetwork endpoints); noencap peers' pod CIDRs and
 //!                 node IPs -> uplink with the peer's MAC; default -> gateway
 //!105 CtCommit     commit non-Service connections (ct_mark 0x20)
-//!110 Output       replies from the virtual IP (reg8=2) -> 12; hairpin (reg1 = in_port) ->
-//!                 IN_PORT; output:reg1
+//!110 Output       replies from the virtual IP (reg8=2) -> 12; replies from an ETP Cluster
+//!                 external IP to the gateway IP: reg8=2, ct(zone=52200,nat,table=70);
+//!                 hairpin (reg1 = in_port) -> IN_PORT; output:reg1
 //! ```
 //!
 //! Every per-Service flow is an exact match on fields that all flows of its
@@ -55,10 +57,18 @@
 //! - Stale UDP conntrack entries: [`stale_udp_flushes`] lists the (zone,
 //!   frontend, backend) entries a reload must delete; applying them is the
 //!   runtime's job.
-//! - externalIPs and load-balancer ingress IPs are served from table 41
-//!   directly with the client address kept (no zone 52100/52200 chain): with
-//!   externalTrafficPolicy Cluster, replies from remote endpoints would not
-//!   come back through this node.
+//! - externalIPs and load-balancer ingress IPs arriving on the uplink with
+//!   externalTrafficPolicy Cluster are SNATed to the gateway IP in zone 52200
+//!   (as Antrea does), so an endpoint on another node answers through this
+//!   node: table 6 sends the IP to table 7, which matches IP, protocol and
+//!   port (reg8=1, into the zone 52200 step of the NodePort chain, without
+//!   the DNAT to the virtual IP); the Service's own frontend in table 41
+//!   then picks the endpoint. The endpoint's reply, un-DNATed in zone 65500
+//!   (source = the external IP, destination = the gateway IP), is caught in
+//!   table 110 and un-SNATed in zone 52200 before routing. With
+//!   externalTrafficPolicy Local these IPs keep the client address (table
+//!   41 directly, local endpoints only). Traffic to these IPs from inside
+//!   the node (pods, the host) is never SNATed, like ClusterIP traffic.
 //! - Replies to clients outside the node leave through the gateway (the host
 //!   routes them to the uplink), as in the seeds; flowpath knows no next-hop
 //!   MAC for them.
@@ -78,7 +88,7 @@ use datapath::pipeline::ir::{Action, Bucket, Flow, Group, GroupType};
 
 use crate::config::k8s::{Protocol, ServiceType};
 use crate::config::{ConfigError, Manifests, NodeConfig};
-use build::{M, ct, flow, load, nat_range, resubmit, sub};
+use build::{M, ct, flow, load, nat_range, resubmit, sub, whole};
 use resolve::{Backend, ResolvedPort};
 use tables::*;
 
@@ -216,6 +226,9 @@ struct Ctx<'a> {
     /// backends -> group id, so identical endpoint sets share a group
     group_of: BTreeMap<(Protocol, bool, Vec<Backend>), u32>,
     next_group: u32,
+    /// External IPs (ETP Cluster) that already have their table 6 and 110
+    /// flows.
+    snat_ips: BTreeSet<Ipv4Addr>,
 }
 
 /// Compile `manifests` for `node`.
@@ -241,6 +254,7 @@ pub fn compile(node: &NodeConfig, manifests: &Manifests) -> Result<Compiled, Con
         node_ports: BTreeMap::new(),
         group_of: BTreeMap::new(),
         next_group: 1,
+        snat_ips: BTreeSet::new(),
     };
     tables::base(node, &mut cx.out.flows);
     let resolved = resolve::resolve(node, &services, &manifests.slices);
@@ -389,6 +403,52 @@ impl Ctx<'_> {
             .push(flow(T_SERVICE_LB, 200, cookie, m, actions));
     }
 
+    /// An ETP Cluster external IP (externalIPs, load-balancer ingress):
+    /// from the uplink, SNAT to the gateway IP in zone 52200 (tables 6, 7,
+    /// then the NodePort chain from table 9 on, with the external IP left as
+    /// the destination), and the replies' way back (table 110). See the
+    /// module doc.
+    fn external_snat(&mut self, ip: Ipv4Addr, proto: Protocol, port: u16, cookie: u64) {
+        let gw = self.node.gateway.ip;
+        if self.snat_ips.insert(ip) {
+            if !self.node.node_ips.contains(&ip) {
+                self.out.flows.push(flow(
+                    T_NODEPORT_IP,
+                    200,
+                    cookie,
+                    M::ip().nw_dst(ip),
+                    vec![resubmit(T_NODEPORT_PORT)],
+                ));
+            }
+            self.out.flows.push(flow(
+                T_OUTPUT,
+                220,
+                cookie,
+                M::ip().reg(8, 0, 0xffff).nw_src(ip).nw_dst(gw),
+                vec![
+                    load(whole(FieldId::Reg(8)), REG8_REPLY as u128),
+                    ct(
+                        false,
+                        T_L3_FORWARDING,
+                        ZONE_NODEPORT_SNAT,
+                        Some(conntrack::NatSpec::Existing),
+                        vec![],
+                    ),
+                ],
+            ));
+        }
+        self.out.flows.push(flow(
+            T_NODEPORT_PORT,
+            210,
+            cookie,
+            M::proto(proto).nw_dst(ip).tp_dst(port),
+            vec![
+                load(whole(FieldId::Reg(8)), REG8_REQUEST as u128),
+                resubmit(T_NODEPORT_POST_DNAT),
+            ],
+        ));
+    }
+
     fn record_udp(&mut self, proto: Protocol, frontend: (Ipv4Addr, u16), backends: &[Backend]) {
         if proto != Protocol::Udp {
             return;
@@ -442,6 +502,9 @@ impl Ctx<'_> {
             if self.claim(rp, ip, &field)? {
                 self.lb_flow(ip, proto, port, ge, cookie);
                 self.record_udp(proto, (ip, port), &external);
+                if !rp.svc.external_local {
+                    self.external_snat(ip, proto, port, cookie);
+                }
             }
         }
         let Some(np) = rp.port.node_port else {
@@ -489,6 +552,7 @@ impl Ctx<'_> {
                 cookie,
                 M::proto(proto)
                     .reg(8, REG8_REQUEST, 0xffff)
+                    .nw_dst(vip)
                     .tp_dst(np)
                     .ct_state(ct_state::NEW | ct_state::TRK, 0),
                 vec![resubmit(T_NODEPORT_POST_SNAT)],

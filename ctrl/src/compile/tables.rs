@@ -128,6 +128,28 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
     // 0 Classifier
     out.push(flow(T_CLASSIFIER, 220, c, M::igmp(), vec![Action::Drop]));
     out.push(arp_responder(node, vip, None, c));
+    // ARP between the pods and the host (the gateway's owner) and between
+    // pods: Antrea's ARP tables end in NORMAL, which this pipeline has no
+    // use for; the same forwarding, spelled out. A request or reply for a
+    // pod goes to the pod; anything else a pod sends goes to the gateway
+    // (the host answers for its address). Without these a pod never learns
+    // the gateway's MAC.
+    for p in &node.pods {
+        out.push(flow(
+            T_CLASSIFIER,
+            196,
+            c,
+            M::arp().f(FieldId::ArpTpa, u32::from(p.ip) as u128),
+            vec![output(p.port)],
+        ));
+        out.push(flow(
+            T_CLASSIFIER,
+            195,
+            c,
+            M::arp().in_port(p.port),
+            vec![output(gw.port)],
+        ));
+    }
     let classify = |port: u32, mark: u32| {
         flow(
             T_CLASSIFIER,
