@@ -34,6 +34,10 @@ pub const VIP: &str = "169.254.169.110";
 pub const POD1_IP: &str = "172.16.2.10";
 pub const POD2_IP: &str = "172.16.2.11";
 pub const RPOD_IP: &str = "172.16.3.10";
+/// node2's uplink MAC (the compiled pipeline routes to peers by MAC).
+pub const NODE2_MAC: &str = "00:50:56:a7:35:0c";
+/// Hairpin source the compiler gives a pod reaching itself (its default).
+pub const HAIRPIN_IP: &str = "169.254.169.111";
 
 /// Run a command; panic with its output if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
@@ -119,6 +123,38 @@ pub fn flowpath_bin() -> PathBuf {
     .clone()
 }
 
+/// node1 for the Service compiler (the tables of node.toml; the top-level
+/// keys are written with the run keys).
+const NODE1_TABLES: &str = r#"
+[uplink]
+port = 3
+mac = "00:50:56:a7:35:0b"
+
+[gateway]
+name = "gw0"
+ip = "172.16.2.1"
+mac = "0a:58:ac:10:02:01"
+port = 2
+
+[[pods]]
+name = "pod1"
+ip = "172.16.2.10"
+mac = "0a:58:ac:10:02:0a"
+port = 4
+
+[[pods]]
+name = "pod2"
+ip = "172.16.2.11"
+mac = "0a:58:ac:10:02:0b"
+port = 5
+
+[[peers]]
+name = "node2"
+node_ip = "10.176.25.245"
+node_mac = "00:50:56:a7:35:0c"
+pod_cidr = "172.16.3.0/24"
+"#;
+
 /// Namespaces of one cluster and the processes running in them.
 pub struct Cluster {
     pub tag: String,
@@ -138,6 +174,9 @@ pub struct Cluster {
     /// Flows and groups node1 runs (default: tests/e2e/).
     pub flows: PathBuf,
     pub groups: PathBuf,
+    /// When set, node1 runs from these manifests instead (`services =
+    /// DIR`, with node1's description as the compiler's node keys).
+    pub services: Option<PathBuf>,
     rules_done: bool,
     children: Vec<Child>,
     namespaces: Vec<String>,
@@ -205,6 +244,7 @@ impl Cluster {
             tag: t.clone(),
             flows: repo().join("tests/e2e/flows.txt"),
             groups: repo().join("tests/e2e/groups.txt"),
+            services: None,
             rules_done: false,
             children: Vec::new(),
             namespaces: Vec::new(),
@@ -271,7 +311,7 @@ impl Cluster {
             &c.n2,
             &format!(
                 "ip link set lo up; sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-                 ip link set {u2} up; ip addr add {NODE2_IP}/16 dev {u2}; ethtool -K {u2} tx off >/dev/null
+                 ip link set {u2} address {NODE2_MAC} up; ip addr add {NODE2_IP}/16 dev {u2}; ethtool -K {u2} tx off >/dev/null
                  ip route add 172.16.2.0/24 via {NODE_IP} dev {u2}
                  ip link set {rp} up; ip addr add 172.16.3.1/24 dev {rp}; ethtool -K {rp} tx off >/dev/null"
             ),
@@ -298,11 +338,20 @@ impl Cluster {
 
     /// Start the HTTP server in `ns` and wait until it listens.
     pub fn server(&mut self, ns: &str, name: &str, ip: &str, port: u16) {
+        self.server_proto(ns, name, ip, port, "tcp");
+    }
+
+    /// The UDP echo server (answers every datagram with the hello line).
+    pub fn udp_server(&mut self, ns: &str, name: &str, ip: &str, port: u16) {
+        self.server_proto(ns, name, ip, port, "udp");
+    }
+
+    fn server_proto(&mut self, ns: &str, name: &str, ip: &str, port: u16, proto: &str) {
         let script = repo().join("scripts/e2e-http-server.py");
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "python3"])
             .arg(&script)
-            .args([name, ip, &port.to_string()])
+            .args([name, ip, &port.to_string(), proto])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -322,10 +371,21 @@ impl Cluster {
         let qs: Vec<String> = (0..queues).map(|q| q.to_string()).collect();
         let qs = qs.join(", ");
         let pcap = |n: &str| self.dir.join(format!("{n}.pcap")).display().to_string();
+        let rules = match &self.services {
+            None => format!(
+                "flows = \"{}\"\ngroups = \"{}\"",
+                self.flows.display(),
+                self.groups.display()
+            ),
+            Some(dir) => format!(
+                "services = \"{}\"\nname = \"node1\"\nmode = \"noencap\"\n\
+                 node_ips = [\"{NODE_IP}\"]\npod_cidr = \"172.16.2.0/24\"",
+                dir.display()
+            ),
+        };
         let cfg = format!(
             r#"# node1 of the e2e cluster (written by tests/tests/e2e_common)
-flows = "{flows}"
-groups = "{groups}"
+{rules}
 idle_sleep_us = 20
 {extra}
 [conntrack]
@@ -369,9 +429,12 @@ interface = "{p2}"
 queues = [{qs}]
 mode = "{mode}"
 pcap = "{pp2}"
-"#,
-            flows = self.flows.display(),
-            groups = self.groups.display(),
+{node}"#,
+            node = if self.services.is_some() {
+                NODE1_TABLES
+            } else {
+                ""
+            },
             up = self.up1,
             p1 = self.p1,
             p2 = self.p2,
@@ -399,7 +462,8 @@ pcap = "{pp2}"
                 &format!(
                     "ip rule add pref 100 lookup local
                      ip rule del pref 0
-                     ip rule add pref 10 to {NODE_IP} ipproto tcp dport 30232-30236 lookup 100"
+                     ip rule add pref 10 to {NODE_IP} ipproto tcp dport 30000-32767 lookup 100
+                     ip rule add pref 11 to {NODE_IP} ipproto udp dport 30000-32767 lookup 100"
                 ),
             );
             self.rules_done = true;
@@ -431,6 +495,75 @@ pcap = "{pp2}"
         (out.status.success(), body)
     }
 
+    /// Send one UDP datagram from `ns` to `ip:port` and return the answer
+    /// (empty when none came within 3 s).
+    pub fn udp(&self, ns: &str, ip: &str, port: u16) -> String {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.settimeout(3)\ns.sendto(b'ping',('{ip}',{port}))\n\
+             try:\n print(s.recv(2048).decode(),end='')\nexcept OSError:\n pass\n"
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &script])
+            .output()
+            .expect("run python3");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run every case (see [`Case`]) against the running node; returns the
+    /// failures, one line each.
+    pub fn run_cases(&self, cases: &[Case]) -> Vec<String> {
+        let mut failures = Vec::new();
+        for case in cases {
+            let client = (case.client)(self);
+            let t0 = Instant::now();
+            let want = format!("hello from {}; peer={}:", case.endpoint, case.peer);
+            if let Some(port) = case.url.strip_prefix("udp://") {
+                let (ip, port) = port.split_once(':').expect("udp://IP:PORT");
+                let got = self.udp(&client, ip, port.parse().expect("port"));
+                if got.starts_with(&want) {
+                    eprintln!("ok: {} ({:.2?})", case.name, t0.elapsed());
+                } else {
+                    failures.push(format!("{}: want {want:?}..., got {got:?}", case.name));
+                }
+                continue;
+            }
+            let (ok, body) = self.curl(&client, case.url);
+            if !ok || !body.starts_with(&want) {
+                failures.push(format!(
+                    "{}: want {want:?}..., got ok={ok} {body:?}",
+                    case.name
+                ));
+                continue;
+            }
+            let (ok, big) = self.curl(&client, &format!("{}/big", case.url));
+            let body = big.split_once('\n').map_or("", |(_, b)| b);
+            if !ok || body.len() != BIG_LEN || body.as_bytes() != big_payload().as_slice() {
+                failures.push(format!(
+                    "{} /big: ok={ok}, {} bytes after the hello line, want {BIG_LEN} of the pattern{}",
+                    case.name,
+                    body.len(),
+                    if body.len() == BIG_LEN { " (corrupt)" } else { "" }
+                ));
+            } else {
+                eprintln!("ok: {} ({:.2?})", case.name, t0.elapsed());
+            }
+        }
+        failures
+    }
+
+    /// Duplicate or malformed frames in the captures of node1's ports.
+    pub fn capture_failures(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for port in ["gw0", "uplink", "pod1", "pod2"] {
+            let frames = self.capture(port);
+            for p in capture_problems(&frames).into_iter().take(5) {
+                failures.push(format!("capture {port}: {p}"));
+            }
+        }
+        failures
+    }
+
     /// Frames captured by flowpath on `port` (rx and tx).
     pub fn capture(&self, port: &str) -> Vec<Vec<u8>> {
         let p = self.dir.join(format!("{port}.pcap"));
@@ -439,6 +572,46 @@ pcap = "{pp2}"
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// One end-to-end case: from `client`'s namespace, `url` (http://IP:PORT,
+/// or udp://IP:PORT for one datagram) must answer "hello from `endpoint`;
+/// peer=`peer`:..." (the source address the endpoint saw); HTTP cases also
+/// download /big and compare every byte.
+pub struct Case {
+    pub name: &'static str,
+    pub client: fn(&Cluster) -> String,
+    pub url: &'static str,
+    pub endpoint: &'static str,
+    pub peer: &'static str,
+}
+
+/// Clients for [`Case::client`].
+pub fn ext(c: &Cluster) -> String {
+    c.ext.clone()
+}
+pub fn node(c: &Cluster) -> String {
+    c.n1.clone()
+}
+pub fn pod1(c: &Cluster) -> String {
+    c.pod1.clone()
+}
+pub fn pod2(c: &Cluster) -> String {
+    c.pod2.clone()
+}
+
+/// Length of /big's payload after the hello line (256 KiB and a newline).
+pub const BIG_LEN: usize = 256 * 1024 + 1;
+
+/// /big's payload after the hello line: byte k is 33 + k % 89, then "\n"
+/// (scripts/e2e-http-server.py).
+pub fn big_payload() -> &'static Vec<u8> {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut v: Vec<u8> = (0..256 * 1024).map(|k| 33 + (k % 89) as u8).collect();
+        v.push(b'\n');
+        v
+    })
 }
 
 /// A `flowpath run` process.
