@@ -96,7 +96,7 @@ fn write_pass(out: &mut String, p: &Pipeline, ports: &PortMap, pass: &TracePass)
                 let ind = " ".repeat(*depth as usize * 4);
                 match flow {
                     Some(i) => {
-                        let f = &p.flows[*i as usize];
+                        let f = p.flow(*i);
                         let m = format::format_match(&f.matches);
                         let m = if m.is_empty() {
                             String::new()

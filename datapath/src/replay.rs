@@ -3,8 +3,13 @@
 //!
 //! STEPS, one per line: `PORT HEX` (port by name, number or `LOCAL`; the hex
 //! may contain spaces or colons), `@warp MS` (advance the conntrack clock),
-//! `@flush-ct`, `@ct [ZONE]` (record a conntrack dump); blank lines and `#`
-//! comments are skipped.
+//! `@flush-ct`, `@ct [ZONE]` (record a conntrack dump), `@flows [TABLE]`
+//! (record `dump-flows`: static and learned flows, sorted lines); blank
+//! lines and `#` comments are skipped.
+//!
+//! Flows that `learn` actions add are applied after each packet, on the
+//! replay clock, and expire as the clock moves (`@warp`): a
+//! [`LearnStore`] per session.
 
 use std::fmt;
 
@@ -14,6 +19,7 @@ use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, TracePass};
+use crate::pipeline::learn::LearnStore;
 
 /// Port names and numbers of a replay.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +104,9 @@ pub enum Step {
     FlushCt,
     /// Record a conntrack dump, optionally of one zone.
     Ct(Option<u16>),
+    /// Record the flows (as `ovs-ofctl --no-stats dump-flows`, sorted
+    /// lines), optionally of one table.
+    Flows(Option<u8>),
 }
 
 /// A STEPS syntax error.
@@ -144,6 +153,13 @@ pub fn parse_steps(file: &str, text: &str, ports: &PortMap) -> Result<Vec<Step>,
                     })?)
                 }
                 ("flush-ct", []) => Step::FlushCt,
+                ("flows", []) => Step::Flows(None),
+                ("flows", [t]) => {
+                    let t = t.strip_prefix("table=").unwrap_or(t);
+                    Step::Flows(Some(t.parse().map_err(|_| {
+                        err(format!("@flows: `{t}` is not a table (0-254)"))
+                    })?))
+                }
                 ("ct", []) => Step::Ct(None),
                 ("ct", [z]) => {
                     let z = z.strip_prefix("zone=").unwrap_or(z);
@@ -153,7 +169,7 @@ pub fn parse_steps(file: &str, text: &str, ports: &PortMap) -> Result<Vec<Step>,
                 }
                 _ => {
                     return Err(err(format!(
-                        "unknown directive `@{rest}` (expected @warp MS, @flush-ct or @ct [ZONE])"
+                        "unknown directive `@{rest}` (expected @warp MS, @flush-ct, @ct [ZONE] or @flows [TABLE])"
                     )));
                 }
             };
@@ -225,11 +241,11 @@ pub enum StepResult {
     Cmd {
         /// Step index.
         index: usize,
-        /// `warp`, `ct` or `flush-ct`.
+        /// `warp`, `ct`, `flush-ct` or `flows`.
         cmd: &'static str,
         /// Arguments as strings.
         args: Vec<String>,
-        /// Conntrack dump lines (for `ct`).
+        /// Conntrack dump lines (for `ct`), flow lines (for `flows`).
         entries: Vec<String>,
     },
 }
@@ -240,8 +256,12 @@ pub const REPLAY_EPOCH_MS: u64 = 1_000_000;
 
 /// A replay session: pipeline, ports, one conntrack shard and a clock.
 pub struct Replayer<'a> {
-    /// The pipeline.
+    /// The pipeline as given.
     pub pipeline: &'a Pipeline,
+    /// The pipeline packets run through: `pipeline` plus what was learned.
+    current: Pipeline,
+    /// Learned flows.
+    pub learned: LearnStore,
     /// Port names.
     pub ports: &'a PortMap,
     numbers: Vec<u32>,
@@ -261,6 +281,8 @@ impl<'a> Replayer<'a> {
     pub fn new(pipeline: &'a Pipeline, ports: &'a PortMap) -> Self {
         Replayer {
             pipeline,
+            current: pipeline.clone(),
+            learned: LearnStore::new(),
             ports,
             numbers: ports.numbers(),
             ct: Shard::default(),
@@ -292,7 +314,7 @@ impl<'a> Replayer<'a> {
                 let mut pkt = bytes.clone();
                 let mut sink = |p: u32, b: &[u8]| outputs.push((p, b.to_vec()));
                 let mut eng = Engine {
-                    pipeline: self.pipeline,
+                    pipeline: &self.current,
                     ports: &self.numbers[..],
                     ct: &mut self.ct,
                     now_ms: self.now_ms,
@@ -301,6 +323,7 @@ impl<'a> Replayer<'a> {
                     scratch: &mut self.scratch,
                 };
                 eng.process(&mut pkt, in_port, &mut sink, trace);
+                self.apply_learned();
                 StepResult::Packet {
                     index,
                     in_port: self.ports.name(in_port),
@@ -312,6 +335,7 @@ impl<'a> Replayer<'a> {
             }
             Step::Warp(ms) => {
                 self.now_ms += ms;
+                self.apply_learned();
                 StepResult::Cmd {
                     index,
                     cmd: "warp",
@@ -328,6 +352,30 @@ impl<'a> Replayer<'a> {
                     entries: vec![],
                 }
             }
+            Step::Flows(table) => {
+                let mut flows: Vec<crate::pipeline::ir::Flow> = self
+                    .current
+                    .all_flows()
+                    .filter(|f| table.is_none_or(|t| f.table == t))
+                    .cloned()
+                    .collect();
+                crate::pipeline::format::sort_for_dump(&mut flows);
+                let mut entries: Vec<String> = flows
+                    .iter()
+                    .map(|f| {
+                        crate::pipeline::format::format_flow(f, Default::default())
+                            .trim_start()
+                            .to_string()
+                    })
+                    .collect();
+                entries.sort();
+                StepResult::Cmd {
+                    index,
+                    cmd: "flows",
+                    args: table.iter().map(|t| t.to_string()).collect(),
+                    entries,
+                }
+            }
             Step::Ct(zone) => {
                 let mut entries: Vec<String> = self
                     .ct
@@ -342,6 +390,28 @@ impl<'a> Replayer<'a> {
                     args: zone.iter().map(|z| z.to_string()).collect(),
                     entries,
                 }
+            }
+        }
+    }
+
+    /// The pipeline packets run through now (with the learned flows).
+    pub fn current(&self) -> &Pipeline {
+        &self.current
+    }
+
+    /// Apply the learn events of the last packet and expire learned flows
+    /// at the current clock; a change becomes the new pipeline and empties
+    /// the flow cache (as a new generation does for a worker).
+    fn apply_learned(&mut self) {
+        let mut changed = false;
+        for ev in self.scratch.learn_events.drain(..) {
+            changed |= self.learned.apply(&ev, self.now_ms);
+        }
+        changed |= self.learned.expire(self.now_ms) > 0;
+        if changed {
+            self.current = self.pipeline.with_learned(self.learned.snapshot());
+            if let Some(c) = self.cache.as_mut() {
+                c.clear();
             }
         }
     }

@@ -75,11 +75,12 @@ use std::any::Any;
 use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use conntrack::{CtCounters, Directory, HandoffMesh, Shard};
+use crossbeam_queue::ArrayQueue;
 
 use crate::cache::{CacheStats, MegaflowCache};
 use crate::extract;
@@ -87,6 +88,7 @@ use crate::io::{BURST, Batch, Port, PortStats, Umem};
 use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
+use crate::pipeline::learn::{self, LearnEvent, LearnStore};
 use crate::pipeline::xlate::{DpAction, xlate};
 
 /// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
@@ -95,16 +97,37 @@ pub const HANDOFF_MAX: usize = 2048 - 256;
 /// Conntrack clock offset, so that nothing looks expired at start.
 const CLOCK_EPOCH_MS: u64 = 1_000_000;
 
-/// The pipeline the workers run, swapped whole by the control thread.
+/// The pipeline the workers run, swapped whole by the control thread, and
+/// the learned flows ([`crate::pipeline::learn`]).
 ///
-/// Writer: the control thread ([`PipelineCell::publish`]). Readers: every
-/// worker, once per burst ([`PipelineCell::generation`], `Acquire`), and on
-/// a change [`PipelineCell::load`].
+/// Writers: the control thread ([`PipelineCell::publish`]) and the learner
+/// thread ([`PipelineCell::spawn_learner`], which publishes a generation
+/// with new learned flows); both hold the learn store's mutex while they
+/// publish, so neither loses the other's change. Readers: every worker,
+/// once per burst ([`PipelineCell::generation`], `Acquire`), and on a
+/// change [`PipelineCell::load`].
+///
+/// Learn events go from the workers to the learner through a bounded
+/// lock-free queue ([`PipelineCell::post_learn`], after a burst that had
+/// any); a full queue drops the event and counts it. Workers never take
+/// the store's mutex.
 #[derive(Debug)]
 pub struct PipelineCell {
     generation: AtomicU64,
     current: ArcSwap<Pipeline>,
+    learn_queue: ArrayQueue<LearnEvent>,
+    learn_dropped: AtomicU64,
+    store: Mutex<LearnStore>,
+    learner: OnceLock<std::thread::Thread>,
+    learner_stop: AtomicBool,
+    clock: Instant,
 }
+
+/// Learn events the queue holds before it drops.
+const LEARN_QUEUE: usize = 8192;
+
+/// How often the learner wakes without events, to expire learned flows.
+const LEARN_SWEEP: Duration = Duration::from_millis(100);
 
 impl PipelineCell {
     /// A cell holding `p` as generation 1.
@@ -112,16 +135,107 @@ impl PipelineCell {
         PipelineCell {
             generation: AtomicU64::new(1),
             current: ArcSwap::from_pointee(p),
+            learn_queue: ArrayQueue::new(LEARN_QUEUE),
+            learn_dropped: AtomicU64::new(0),
+            store: Mutex::new(LearnStore::new()),
+            learner: OnceLock::new(),
+            learner_stop: AtomicBool::new(false),
+            clock: Instant::now(),
         }
     }
 
     /// Publish a new pipeline; returns its generation. Workers pick it up
-    /// between bursts and flush their flow caches.
+    /// between bursts and flush their flow caches. The learned flows carry
+    /// over, except those of a `delete_learned` learn that no flow of `p`
+    /// holds any more.
     pub fn publish(&self, p: Pipeline) -> u64 {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load();
+        let before = learn::delete_learned_keys(old.flows.iter());
+        let after = learn::delete_learned_keys(p.flows.iter());
+        let dead: Vec<(u64, u8)> = before.into_iter().filter(|k| !after.contains(k)).collect();
+        store.delete_cookies(&dead);
+        let p = p.with_learned(store.snapshot());
+        self.store_generation(p)
+    }
+
+    fn store_generation(&self, p: Pipeline) -> u64 {
         self.current.store(Arc::new(p));
         // Release: a worker that sees the new generation also sees the
         // pipeline stored above.
         self.generation.fetch_add(1, Ordering::Release) + 1
+    }
+
+    /// The learner's clock, milliseconds since the cell was made (learned
+    /// flows' timestamps are on it).
+    pub fn learn_now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Queue a learn event for the learner; false (and counted) when the
+    /// queue is full.
+    pub fn post_learn(&self, ev: LearnEvent) -> bool {
+        match self.learn_queue.push(ev) {
+            Ok(()) => true,
+            Err(_) => {
+                self.learn_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Wake the learner (after posting).
+    pub fn wake_learner(&self) {
+        if let Some(t) = self.learner.get() {
+            t.unpark();
+        }
+    }
+
+    /// Learn events dropped because the queue was full.
+    pub fn learn_dropped(&self) -> u64 {
+        self.learn_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Apply the queued learn events and expire learned flows, at the
+    /// learner clock; publish a new generation when the learned flows
+    /// changed. Returns whether it published. The learner thread calls
+    /// this; tests may call it directly.
+    pub fn run_learner(&self) -> bool {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.learn_now();
+        let mut changed = false;
+        while let Some(ev) = self.learn_queue.pop() {
+            changed |= store.apply(&ev, now);
+        }
+        changed |= store.expire(now) > 0;
+        if changed {
+            let p = self.current.load().with_learned(store.snapshot());
+            self.store_generation(p);
+        }
+        changed
+    }
+
+    /// Start the learner thread: it applies learn events as workers post
+    /// them and sweeps timeouts every 100 ms, until
+    /// [`PipelineCell::stop_learner`].
+    pub fn spawn_learner(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let cell = self.clone();
+        let h = std::thread::Builder::new()
+            .name("fp-learn".into())
+            .spawn(move || {
+                while !cell.learner_stop.load(Ordering::Acquire) {
+                    cell.run_learner();
+                    std::thread::park_timeout(LEARN_SWEEP);
+                }
+            })?;
+        let _ = self.learner.set(h.thread().clone());
+        Ok(h)
+    }
+
+    /// Ask the learner thread to stop.
+    pub fn stop_learner(&self) {
+        self.learner_stop.store(true, Ordering::Release);
+        self.wake_learner();
     }
 
     /// The current generation.
@@ -275,6 +389,10 @@ pub struct WorkerCounters {
     pub tx_no_route: u64,
     /// Pipeline generations picked up (cache flushes by reload).
     pub reloads: u64,
+    /// Learn events posted to the learner (new flows, used learned flows).
+    pub learn_events: u64,
+    /// Learn events dropped: the learner's queue was full.
+    pub learn_dropped: u64,
 }
 
 /// A port's counters, with where it is.
@@ -553,10 +671,26 @@ impl Worker {
         }
         total += self.drain_handoffs();
         self.flush_tx();
+        if !self.scratch.learn_events.is_empty() {
+            self.post_learns();
+        }
         if total > 0 {
             self.counters.busy_polls += 1;
         }
         total
+    }
+
+    /// Hand this burst's learn events to the learner and wake it.
+    #[cold]
+    fn post_learns(&mut self) {
+        for ev in self.scratch.learn_events.drain(..) {
+            if self.cell.post_learn(ev) {
+                self.counters.learn_events += 1;
+            } else {
+                self.counters.learn_dropped += 1;
+            }
+        }
+        self.cell.wake_learner();
     }
 
     fn pick_up(&mut self, g: u64) {

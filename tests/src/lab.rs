@@ -142,6 +142,18 @@ impl Both {
         Ok(ovs)
     }
 
+    /// `dump-flows` (sorted lines, optionally one table), learned flows
+    /// included; panics unless flowpath's equals OVS's. Returns OVS's.
+    pub fn dump_flows(&mut self, table: Option<u8>) -> Result<Vec<String>> {
+        let ovs = self.ovs.dump_flows(table)?;
+        let fp = match self.fp.run(Step::Flows(table)) {
+            StepResult::Cmd { entries, .. } => entries,
+            _ => Vec::new(),
+        };
+        assert_eq!(ovs, fp, "dump-flows: flowpath differs from OVS (left: OVS)");
+        Ok(ovs)
+    }
+
     /// New problem lines in OVS's log (flowpath logs nothing per packet).
     pub fn new_log_problems(&mut self) -> Result<Vec<String>> {
         self.ovs.new_log_problems()

@@ -361,6 +361,27 @@ impl OvsSwitch {
         }
     }
 
+    /// `ovs-ofctl --no-stats dump-flows br0 [table=T]` (OpenFlow 1.0, as
+    /// flowpath's printer), one flow per line, sorted. Learned flows print
+    /// like any other.
+    pub fn dump_flows(&self, table: Option<u8>) -> Result<Vec<String>> {
+        let t = table.map(|t| format!("table={t}"));
+        let mut a = vec!["--no-stats", "dump-flows", "br0"];
+        if let Some(t) = &t {
+            a.push(t);
+        }
+        let out = self.run("ovs-ofctl", &a)?;
+        let mut lines: Vec<String> = out
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| {
+                !l.is_empty() && !l.starts_with("NXST_FLOW") && !l.starts_with("OFPST_FLOW")
+            })
+            .collect();
+        lines.sort();
+        Ok(lines)
+    }
+
     /// `ovs-ofctl -O OpenFlow15 ARGS br0 ...`.
     pub fn ofctl(&self, args: &[&str]) -> Result<String> {
         let mut a = vec!["-O", "OpenFlow15"];
@@ -582,6 +603,11 @@ impl OvsSwitch {
                 self.flush_conntrack()?;
                 serde_json::json!({"index": index, "cmd": "flush-ct", "args": []})
             }
+            Step::Flows(table) => {
+                let entries = self.dump_flows(*table)?;
+                let args: Vec<String> = table.iter().map(|t| t.to_string()).collect();
+                serde_json::json!({"index": index, "cmd": "flows", "args": args, "entries": entries})
+            }
             Step::Ct(zone) => {
                 let entries = self.dump_conntrack(*zone)?;
                 let args: Vec<String> = zone.iter().map(|z| z.to_string()).collect();
@@ -640,6 +666,8 @@ pub enum Step {
     FlushCt,
     /// `@ct [ZONE]`
     Ct(Option<u16>),
+    /// `@flows [TABLE]`: `ovs-ofctl --no-stats dump-flows`, sorted lines.
+    Flows(Option<u8>),
 }
 
 /// Parse the step language: `PORT HEX` (hex may contain spaces and colons),
@@ -658,6 +686,15 @@ pub fn parse_steps(text: &str) -> Result<Vec<Step>> {
         let step = match first {
             "@warp" => Step::Warp(rest.parse().map_err(|_| err("bad warp ms"))?),
             "@flush-ct" => Step::FlushCt,
+            "@flows" => Step::Flows(if rest.is_empty() {
+                None
+            } else {
+                Some(
+                    rest.trim_start_matches("table=")
+                        .parse()
+                        .map_err(|_| err("bad table"))?,
+                )
+            }),
             "@ct" => Step::Ct(if rest.is_empty() {
                 None
             } else {

@@ -138,8 +138,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             };
             let p = node.pipeline();
             let mut flows: Vec<Flow> = p
-                .flows
-                .iter()
+                .all_flows()
                 .filter(|f| table.is_none_or(|t| f.table == t))
                 .cloned()
                 .collect();
@@ -163,7 +162,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             let new = parse_flows(node, "add-flow", text)?;
             let n = new.len();
             let g = node.edit(|p| {
-                let mut flows = p.flows.clone();
+                let mut flows = p.flows.to_vec();
                 flows.extend(new);
                 Ok(Pipeline::new(flows, groups_of(p)))
             })?;

@@ -72,6 +72,8 @@ pub enum StatsFormat {
 pub struct Node {
     handle: Arc<NodeHandle>,
     threads: Vec<JoinHandle<WorkerStats>>,
+    /// Applies `learn` events and expires learned flows.
+    learner: Option<JoinHandle<()>>,
     programs: Vec<Arc<XdpProgram>>,
 }
 
@@ -425,6 +427,7 @@ impl Node {
             mesh: Arc::new(HandoffMesh::new(n, HANDOFF_RING)),
         });
         let cell = Arc::new(PipelineCell::new(pipeline));
+        let learner = cell.spawn_learner().context("spawn the learner thread")?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut controls = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -481,6 +484,7 @@ impl Node {
                 compiled: Mutex::new(compiled),
             }),
             threads,
+            learner: Some(learner),
             programs: programs.into_iter().map(|(_, p)| p).collect(),
         })
     }
@@ -512,7 +516,11 @@ impl Node {
 
     /// Stop and join the workers, then detach the XDP programs. Returns the
     /// final counters.
-    pub fn stop(self) -> Vec<WorkerStats> {
+    pub fn stop(mut self) -> Vec<WorkerStats> {
+        self.handle.cell.stop_learner();
+        if let Some(l) = self.learner.take() {
+            let _ = l.join();
+        }
         for c in &self.handle.controls {
             c.stop();
         }

@@ -118,6 +118,12 @@ impl MegaflowCache {
         &self.entries[idx as usize]
     }
 
+    /// The entry at `idx`, mutable (its learn bookkeeping).
+    #[inline]
+    pub fn entry_mut(&mut self, idx: EntryIdx) -> &mut Xlation {
+        &mut self.entries[idx as usize]
+    }
+
     /// Look `key` up, returning the entry index.
     #[inline]
     pub fn lookup_idx(&mut self, key: &FlowKey) -> Option<EntryIdx> {

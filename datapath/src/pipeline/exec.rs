@@ -11,6 +11,7 @@
 use conntrack::{PktCtMeta, Shard, cs};
 
 use super::Pipeline;
+use super::learn::{LearnEvent, REFRESH_MS};
 use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
 use crate::cache::MegaflowCache;
 use crate::drop::{DropCounters, DropReason};
@@ -84,10 +85,35 @@ pub struct Engine<'a, P: PortSet + ?Sized> {
 
 /// One reusable buffer per recirculation depth, for `ct(table=N)` forks that
 /// are not the pass's last action (a last-action recirculation reuses the
-/// packet itself). After the first few packets nothing here allocates.
+/// packet itself), and the outbox of learn events. After the first few
+/// packets nothing here allocates.
 #[derive(Debug, Default)]
 pub struct Scratch {
     bufs: [Vec<u8>; MAX_RECIRC_DEPTH as usize + 1],
+    /// Learn events of the packets processed since the owner last drained
+    /// it ([`crate::pipeline::learn`]): new flows to learn, learned flows
+    /// used. The engine's owner takes them between packets (replay) or
+    /// after a burst (worker) and hands them to the learned-flow owner.
+    pub learn_events: Vec<LearnEvent>,
+}
+
+/// Queue `x`'s learn events (the fin_timeouts only for a TCP FIN/RST).
+#[cold]
+fn report_learn(out: &mut Vec<LearnEvent>, x: &Xlation, key: &FlowKey, all: bool) {
+    if all {
+        out.extend(x.learns.iter().map(|m| LearnEvent::Learn(m.clone())));
+        out.extend(x.learned_hits.iter().map(|id| LearnEvent::Used(*id)));
+    }
+    let tcp = key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64
+        && key.get(slot::NW_PROTO) == key::ip_proto::TCP as u64;
+    // FIN 0x001, RST 0x004.
+    if tcp && key.get(slot::TCP_FLAGS) & 0x005 != 0 {
+        out.extend(
+            x.fins
+                .iter()
+                .map(|&(id, idle, hard)| LearnEvent::Fin { id, idle, hard }),
+        );
+    }
 }
 
 impl<P: PortSet + ?Sized> Engine<'_, P> {
@@ -149,6 +175,17 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 for n in &c.entry(idx).notes {
                     self.stats.drops.bump(*n);
                 }
+                if c.entry(idx).has_learn_events() {
+                    // A cached pass reports at most every REFRESH_MS, as OVS
+                    // pushes a megaflow's stats to its rules (and re-runs its
+                    // learns) when it revalidates.
+                    let e = c.entry_mut(idx);
+                    let all = self.now_ms >= e.reported_ms + REFRESH_MS;
+                    if all {
+                        e.reported_ms = self.now_ms;
+                    }
+                    report_learn(&mut self.scratch.learn_events, e, &key, all);
+                }
                 cached = Some((idx, c.epoch()));
             }
             _ => {
@@ -162,6 +199,9 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 );
                 for n in &xl.notes {
                     self.stats.drops.bump(*n);
+                }
+                if xl.has_learn_events() {
+                    report_learn(&mut self.scratch.learn_events, &xl, &key, true);
                 }
                 slot_idx = trace.as_deref_mut().map(|t| {
                     t.push(TracePass {

@@ -33,7 +33,8 @@ use conntrack::{NatRange, NatSpec};
 
 use super::fields::{self, FieldDef, FieldId, Format};
 use super::ir::{
-    Action, Bucket, CtAction, CtZone, DEFAULT_PRIORITY, Flow, Group, GroupType, Match, SubField,
+    Action, Bucket, CtAction, CtZone, DEFAULT_PRIORITY, Flow, Group, GroupType, LearnAction,
+    LearnSpec, LearnSrc, Match, SubField,
 };
 use super::parse::value_helpers::{ct_flag_name, tcp_flag_name, user_mask};
 use crate::key::{self, FlowKey, slot};
@@ -531,7 +532,94 @@ fn format_action(a: &Action) -> String {
             format!("note:{}", hex.join("."))
         }
         Action::Drop => "drop".into(),
+        Action::Learn(l) => format_learn(l),
+        Action::FinTimeout { idle, hard } => {
+            let mut parts = Vec::new();
+            if *idle != 0 {
+                parts.push(format!("idle_timeout={idle}"));
+            }
+            if *hard != 0 {
+                parts.push(format!("hard_timeout={hard}"));
+            }
+            format!("fin_timeout({})", parts.join(","))
+        }
     }
+}
+
+/// `learn(...)` as OVS's `learn_format()`: options that differ from the
+/// defaults in a fixed order, then the specs as written in canonical form.
+fn format_learn(l: &LearnAction) -> String {
+    let mut s = format!("learn(table={}", l.table);
+    let mut opt = |cond: bool, text: String| {
+        if cond {
+            s.push(',');
+            s.push_str(&text);
+        }
+    };
+    opt(
+        l.idle_timeout != 0,
+        format!("idle_timeout={}", l.idle_timeout),
+    );
+    opt(
+        l.hard_timeout != 0,
+        format!("hard_timeout={}", l.hard_timeout),
+    );
+    opt(
+        l.fin_idle_timeout != 0,
+        format!("fin_idle_timeout={}", l.fin_idle_timeout),
+    );
+    opt(
+        l.fin_hard_timeout != 0,
+        format!("fin_hard_timeout={}", l.fin_hard_timeout),
+    );
+    opt(
+        l.priority != DEFAULT_PRIORITY,
+        format!("priority={}", l.priority),
+    );
+    opt(l.send_flow_rem, "send_flow_rem".into());
+    opt(l.delete_learned, "delete_learned".into());
+    opt(l.cookie != 0, format!("cookie={:#x}", l.cookie));
+    opt(l.limit != 0, format!("limit={}", l.limit));
+    if let Some(r) = &l.result_dst {
+        opt(true, format!("result_dst={}", format_subfield(r)));
+    }
+    for spec in &l.specs {
+        s.push(',');
+        match spec {
+            LearnSpec::Match {
+                dst,
+                src: LearnSrc::Imm(v),
+            } => {
+                let f = fields::get(dst.field);
+                if dst.ofs == 0 && dst.n_bits == f.bits {
+                    let _ = write!(s, "{}={}", mf_name(dst.field), format_value(f, *v));
+                } else {
+                    let _ = write!(s, "{}={}", format_subfield(dst), hex0(*v));
+                }
+            }
+            LearnSpec::Match {
+                dst,
+                src: LearnSrc::Field(src),
+            } => {
+                s.push_str(&format_subfield(dst));
+                if src.field != dst.field || src.ofs != dst.ofs {
+                    let _ = write!(s, "={}", format_subfield(src));
+                }
+            }
+            LearnSpec::Load { dst, src } => {
+                let from = match src {
+                    LearnSrc::Imm(v) => hex0(*v),
+                    LearnSrc::Field(f) => format_subfield(f),
+                };
+                let _ = write!(s, "load:{from}->{}", format_subfield(dst));
+            }
+            LearnSpec::Output { src } => {
+                let _ = write!(s, "output:{}", format_subfield(src));
+            }
+        }
+    }
+    s.push(')');
+    s
 }
 
 fn format_value(f: &FieldDef, v: u128) -> String {

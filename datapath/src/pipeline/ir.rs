@@ -207,6 +207,84 @@ pub enum Action {
     Note(Vec<u8>),
     /// `drop` written explicitly (only alone; an empty list also drops).
     Drop,
+    /// `learn(...)`: add or refresh a flow built from the packet's fields
+    /// (see [`super::learn`]).
+    Learn(Box<LearnAction>),
+    /// `fin_timeout(idle_timeout=I,hard_timeout=H)`: a TCP FIN or RST that
+    /// hits the flow shortens its timeouts to these (0 = unchanged).
+    FinTimeout {
+        /// New idle timeout, seconds.
+        idle: u16,
+        /// New hard timeout, seconds.
+        hard: u16,
+    },
+}
+
+/// Where a `learn` spec takes its value from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnSrc {
+    /// Bits of the packet's flow at the time of the `learn`.
+    Field(SubField),
+    /// A constant (fits the destination's width).
+    Imm(u128),
+}
+
+/// One spec of a `learn` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnSpec {
+    /// The learned flow matches `dst` against `src` (`F[]`, `D[]=S[]`,
+    /// `F=VALUE`).
+    Match {
+        /// Match bits of the learned flow.
+        dst: SubField,
+        /// Their value.
+        src: LearnSrc,
+    },
+    /// The learned flow loads `src` into `dst` (`load:S[]->D[]`,
+    /// `load:VALUE->D[]`).
+    Load {
+        /// Destination bits.
+        dst: SubField,
+        /// Value.
+        src: LearnSrc,
+    },
+    /// The learned flow outputs to the port in `src` (`output:F[]`).
+    Output {
+        /// Port bits.
+        src: SubField,
+    },
+}
+
+/// A `learn(...)` action, as ovs-actions(7) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnAction {
+    /// `table` of the learned flow (default 1).
+    pub table: u8,
+    /// `idle_timeout` of the learned flow (0 = none).
+    pub idle_timeout: u16,
+    /// `hard_timeout` of the learned flow (0 = none).
+    pub hard_timeout: u16,
+    /// `fin_idle_timeout`: the learned flow gets a `fin_timeout` action.
+    pub fin_idle_timeout: u16,
+    /// `fin_hard_timeout`.
+    pub fin_hard_timeout: u16,
+    /// `priority` of the learned flow (default 32768).
+    pub priority: u16,
+    /// `cookie` of the learned flow.
+    pub cookie: u64,
+    /// `send_flow_rem` (kept for printing; flowpath has no controller).
+    pub send_flow_rem: bool,
+    /// `delete_learned`: when the last flow with a `learn` of this
+    /// (cookie, table) goes away, every flow of that cookie in that table
+    /// goes too.
+    pub delete_learned: bool,
+    /// `limit`: learn nothing while the table holds this many flows with
+    /// the cookie (0 = no limit).
+    pub limit: u32,
+    /// `result_dst`: one bit set to 1 when the flow was learned, else 0.
+    pub result_dst: Option<SubField>,
+    /// The specs in order.
+    pub specs: Vec<LearnSpec>,
 }
 
 /// A flow entry.

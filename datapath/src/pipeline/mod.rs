@@ -12,26 +12,33 @@ pub mod exec;
 pub mod fields;
 pub mod format;
 pub mod ir;
+pub mod learn;
 pub mod parse;
 pub mod xlate;
 
+use std::sync::Arc;
+
 use hashbrown::HashMap;
 
-use classifier::Table;
+use classifier::{FlowIdx, Table};
 use ir::{Flow, Group};
 
 /// An immutable, ready-to-run pipeline: flows indexed into per-table
-/// classifiers, and groups by id. Rule changes build a new `Pipeline` and
-/// swap it in whole.
-#[derive(Debug, Default)]
+/// classifiers, groups by id, and the learned flows of this generation.
+/// Rule changes build a new `Pipeline` and swap it in whole; the parts are
+/// shared (`Arc`), so a generation that only changes the learned flows
+/// ([`Pipeline::with_learned`]) copies nothing else.
+#[derive(Debug, Default, Clone)]
 pub struct Pipeline {
     /// The flows, after duplicates (same table, priority and match) were
     /// replaced by the later one, as `ovs-ofctl add-flows` does.
-    pub flows: Vec<Flow>,
+    pub flows: Arc<Vec<Flow>>,
     /// Classifier per table id (index = table id; 256 entries).
-    pub tables: Vec<Table>,
+    pub tables: Arc<Vec<Table>>,
     /// Groups by id.
-    pub groups: HashMap<u32, Group>,
+    pub groups: Arc<HashMap<u32, Group>>,
+    /// Flows added by `learn` actions ([`learn`]).
+    pub learned: Arc<learn::Learned>,
 }
 
 impl Pipeline {
@@ -61,9 +68,36 @@ impl Pipeline {
             .collect();
         let groups = groups.into_iter().map(|g| (g.id, g)).collect();
         Pipeline {
-            flows,
-            tables,
-            groups,
+            flows: Arc::new(flows),
+            tables: Arc::new(tables),
+            groups: Arc::new(groups),
+            learned: Arc::default(),
         }
+    }
+
+    /// This pipeline with `learned` as its learned flows.
+    pub fn with_learned(&self, learned: Arc<learn::Learned>) -> Pipeline {
+        Pipeline {
+            learned,
+            ..self.clone()
+        }
+    }
+
+    /// The flow a classifier index names: static, or learned
+    /// ([`learn::LEARNED_BIT`]).
+    #[inline]
+    pub fn flow(&self, idx: FlowIdx) -> &Flow {
+        if idx & learn::LEARNED_BIT != 0 {
+            &self.learned.flows()[(idx & !learn::LEARNED_BIT) as usize].flow
+        } else {
+            &self.flows[idx as usize]
+        }
+    }
+
+    /// Every flow, static then learned, for `dump-flows`.
+    pub fn all_flows(&self) -> impl Iterator<Item = &Flow> {
+        self.flows
+            .iter()
+            .chain(self.learned.flows().iter().map(|l| &l.flow))
     }
 }

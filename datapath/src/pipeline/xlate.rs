@@ -23,10 +23,13 @@
 //! - nesting beyond [`MAX_DEPTH`] or more than [`MAX_RESUBMITS`] resubmits
 //!   fails the whole translation, and the packet is dropped.
 
+use std::sync::Arc;
+
 use super::Pipeline;
 use super::classifier::Lookup;
 use super::fields::{self, FieldId};
-use super::ir::{Action, CtAction, CtZone, GroupType, SubField};
+use super::ir::{Action, CtAction, CtZone, GroupType, LearnAction, SubField};
+use super::learn::{self, LEARNED_BIT, LearnMod};
 use crate::drop::DropReason;
 use crate::key::{self, FlowKey, OFPP_CONTROLLER, OFPP_IN_PORT, OFPP_NONE, slot};
 
@@ -81,6 +84,24 @@ pub struct Xlation {
     pub error: Option<DropReason>,
     /// Non-fatal notes (skipped outputs and the like), counted by the caller.
     pub notes: Vec<DropReason>,
+    /// Flows this pass's `learn` actions add ([`super::learn`]).
+    pub learns: Vec<Arc<LearnMod>>,
+    /// Ids of the learned flows the pass went through.
+    pub learned_hits: Vec<u64>,
+    /// `fin_timeout` of learned flows the pass went through: (id, idle,
+    /// hard), applied when a TCP FIN or RST takes this path.
+    pub fins: Vec<(u64, u16, u16)>,
+    /// Cache bookkeeping: when a cached copy of this pass last reported
+    /// its learn events (see [`super::learn::REFRESH_MS`]).
+    pub reported_ms: u64,
+}
+
+impl Xlation {
+    /// Whether the pass has anything to report to the learned-flow owner.
+    #[inline]
+    pub fn has_learn_events(&self) -> bool {
+        !self.learns.is_empty() || !self.learned_hits.is_empty() || !self.fins.is_empty()
+    }
 }
 
 /// A trace event, recorded only when tracing is on.
@@ -147,6 +168,8 @@ struct Ctx<'a, P: PortSet + ?Sized> {
     indent: u32,
     resubmits: u32,
     table: u8,
+    /// The learned flow whose actions run now, if any (`fin_timeout`).
+    cur_learned: Option<u64>,
     trace: Option<&'a mut Vec<TraceEvent>>,
 }
 
@@ -168,6 +191,7 @@ pub fn xlate<P: PortSet + ?Sized>(
         indent: 0,
         resubmits: 0,
         table,
+        cur_learned: None,
         trace,
     };
     // Every pass depends on the in_port, the recirculation id, and (as in
@@ -220,6 +244,7 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
             Some(t) => t.lookup(&self.flow, &mut self.out.wc),
             None => Lookup::Miss,
         };
+        let hit = self.lookup_learned(table, hit);
         let depth = self.indent;
         match hit {
             Lookup::Hit(idx) => {
@@ -231,7 +256,16 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     });
                 }
                 let p = self.p;
-                if p.flows[idx as usize].actions.is_empty() {
+                let old_learned = self.cur_learned;
+                self.cur_learned = None;
+                if idx & LEARNED_BIT != 0 {
+                    let id = p.learned.flows()[(idx & !LEARNED_BIT) as usize].id;
+                    if !self.out.learned_hits.contains(&id) {
+                        self.out.learned_hits.push(id);
+                    }
+                    self.cur_learned = Some(id);
+                }
+                if p.flow(idx).actions.is_empty() {
                     // `actions=drop` (an empty list, as OVS stores it).
                     self.out.notes.push(DropReason::Explicit);
                 }
@@ -239,7 +273,8 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     self.depth += 1;
                 }
                 self.indent += 1;
-                self.do_actions(&p.flows[idx as usize].actions);
+                self.do_actions(&p.flow(idx).actions);
+                self.cur_learned = old_learned;
                 self.indent -= 1;
                 if deepens {
                     self.depth -= 1;
@@ -340,8 +375,73 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                 Action::Group(g) => self.group(*g),
                 Action::Drop => self.out.notes.push(DropReason::Explicit),
                 Action::Conjunction { .. } | Action::Note(_) => {}
+                Action::Learn(l) => self.learn(l),
+                Action::FinTimeout { idle, hard } => {
+                    if let Some(id) = self.cur_learned
+                        && !self.out.fins.iter().any(|f| f.0 == id)
+                    {
+                        self.out.fins.push((id, *idle, *hard));
+                    }
+                }
             }
         }
+    }
+
+    /// The table's learned flows compete with its static ones: the higher
+    /// priority wins, a learned flow on a tie (it was added later).
+    fn lookup_learned(&mut self, table: u8, hit: Lookup) -> Lookup {
+        let p = self.p;
+        let Some(lt) = p.learned.table(table) else {
+            return hit;
+        };
+        match (hit, lt.lookup(&self.flow, &mut self.out.wc)) {
+            (h, Lookup::Miss) => h,
+            (Lookup::Miss, l) => l,
+            (Lookup::Hit(s), Lookup::Hit(l)) => {
+                if p.flow(l).priority >= p.flow(s).priority {
+                    Lookup::Hit(l)
+                } else {
+                    Lookup::Hit(s)
+                }
+            }
+        }
+    }
+
+    /// `learn`: un-wildcard the sources (OVS `learn_mask()`), build the
+    /// flow from the current packet fields and record it. The flow goes
+    /// into its table when the pass's owner applies it: this translation
+    /// (like OVS's, which runs on a fixed classifier version) does not see
+    /// it.
+    fn learn(&mut self, l: &LearnAction) {
+        let m = learn::build(l, |sf| self.read_sub(sf));
+        let ok = l.limit == 0 || self.p.learned.count(l.table, l.cookie) < l.limit as usize;
+        if let Some(r) = &l.result_dst {
+            self.write_sub(r, ok as u128);
+        }
+        if !ok {
+            self.note(|| "Limit exceeded, learn failed".into());
+            return;
+        }
+        self.note(|| {
+            let f = &m.flow;
+            let mut s = format!("table={} ", f.table);
+            s.push_str(&super::format::format_match(&f.matches));
+            s = s.trim_end().to_string();
+            s.push_str(&format!(" priority={}", f.priority));
+            if f.cookie != 0 {
+                s.push_str(&format!(" cookie={:#x}", f.cookie));
+            }
+            if f.idle_timeout != 0 {
+                s.push_str(&format!(" idle={}", f.idle_timeout));
+            }
+            if f.hard_timeout != 0 {
+                s.push_str(&format!(" hard={}", f.hard_timeout));
+            }
+            s.push_str(" actions=");
+            s.push_str(&super::format::format_actions(&f.actions));
+            s
+        });
+        self.out.learns.push(Arc::new(m));
     }
 
     fn is_ip(&self) -> bool {

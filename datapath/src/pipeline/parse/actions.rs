@@ -19,7 +19,7 @@ pub(crate) enum Ctx {
     CtExec,
 }
 
-const EXPECTED_ACTION: &str = "an action: output, resubmit, goto_table, load, move, set_field, mod_*, dec_ttl, ct, ct_clear, group, conjunction, note, drop, controller or a port";
+const EXPECTED_ACTION: &str = "an action: output, resubmit, goto_table, load, move, set_field, mod_*, dec_ttl, ct, ct_clear, group, conjunction, learn, fin_timeout, note, drop, controller or a port";
 
 /// Parse an action list starting at byte `base` of the line.
 pub(crate) fn parse_actions(
@@ -267,6 +267,8 @@ fn parse_action(
     let val = || need_value(k, kp, v);
     Ok(match k {
         "drop" if v.is_none() => Action::Drop,
+        "learn" => super::learn::parse_learn(it)?,
+        "fin_timeout" if it.paren => super::learn::parse_fin_timeout(it)?,
         "output" if it.paren => {
             let (mut port, mut max_len) = (None, None);
             for sub in Items::new(v.unwrap_or(""), vp) {
@@ -599,10 +601,10 @@ fn parse_action(
             Action::Note(bytes)
         }
         "strip_vlan" | "pop_vlan" | "push_vlan" | "mod_vlan_vid" | "mod_vlan_pcp" | "normal"
-        | "NORMAL" | "flood" | "FLOOD" | "all" | "ALL" | "learn" | "multipath" | "bundle"
-        | "bundle_load" | "enqueue" | "set_queue" | "pop_queue" | "sample" | "meter" | "clone"
-        | "push_mpls" | "pop_mpls" | "set_tunnel" | "set_tunnel64" | "exit" | "fin_timeout"
-        | "write_metadata" | "write_actions" | "clear_actions" | "check_pkt_larger" => {
+        | "NORMAL" | "flood" | "FLOOD" | "all" | "ALL" | "multipath" | "bundle" | "bundle_load"
+        | "enqueue" | "set_queue" | "pop_queue" | "sample" | "meter" | "clone" | "push_mpls"
+        | "pop_mpls" | "set_tunnel" | "set_tunnel64" | "exit" | "write_metadata"
+        | "write_actions" | "clear_actions" | "check_pkt_larger" => {
             return Err(bad(kp, k, "unsupported action", EXPECTED_ACTION));
         }
         _ if v.is_none() => match parse_port(k) {

@@ -26,6 +26,7 @@
 
 mod actions;
 mod group;
+mod learn;
 mod value;
 
 /// Value helpers shared with the printer.
