@@ -68,6 +68,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     daemon_threads = True
 
+    def server_bind(self):
+        # HTTPServer's own looks its name up in DNS (socket.getfqdn): a
+        # query through the datapath under test, or a wait for none.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = addr, port
+
 
 srv = Server((addr, port), Handler)
 print("listening", flush=True)

@@ -457,14 +457,19 @@ port = 4
 
     #[test]
     fn runtime_keys_may_share_the_file() {
-        let run = std::fs::read_to_string(concat!(
+        // examples/node.toml holds both: run's keys and tables, the
+        // compiler's node description.
+        let n = NodeConfig::load(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../examples/node.toml"
-        ))
+        )))
         .unwrap();
-        // The compiler's top-level keys first, then run's keys and tables.
+        assert_eq!(n.pods.len(), 2);
+        assert!(n.services.is_some());
+        assert!(n.runtime.ports.is_some() && n.runtime.control_socket.is_some());
+        // And the compiler's keys may follow a flows-based run file.
         let text = format!(
-            "{}\n{run}\n{}",
+            "{}\nflows = \"f.txt\"\nworkers = 2\n[[ports]]\nname = \"up\"\n{}",
             &NODE[..NODE.find("[uplink]").unwrap()],
             &NODE[NODE.find("[uplink]").unwrap()..]
         );

@@ -875,7 +875,7 @@ mac = "0a:58:ac:10:02:01"
         let c = load(&p).unwrap();
         assert_eq!(c.workers, 2);
         assert_eq!(c.ports.len(), 4);
-        assert!(c.groups.is_some());
+        assert!(c.services.is_some() && c.flows.as_os_str().is_empty());
     }
 
     #[test]
