@@ -4,8 +4,8 @@
 //! `flowpath replay --flows F [--groups G] --ports NAME=OFPORT,... --packets STEPS [--format json|text] [--pcap-dir D]`
 //! JSON: `{"ports": {NAME: OFPORT}, "results": [...]}`, one entry per step:
 //! packets `{"index": i, "in_port": NAME, "outputs": [{"port": NAME, "hex": HEX}, ...]}`,
-//! directives `{"index": i, "cmd": "warp"|"ct"|"flush-ct", "args": [...]}`
-//! (`ct` entries also carry `"entries": [dump lines]`).
+//! directives `{"index": i, "cmd": "warp"|"ct"|"flush-ct"|"flows", "args": [...]}`
+//! (`ct` and `flows` entries also carry `"entries": [dump lines]`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -54,7 +54,7 @@ pub fn to_json(ports: &PortMap, results: &[StepResult]) -> Value {
             }),
             StepResult::Cmd { index, cmd, args, entries } => {
                 let mut v = json!({"index": index, "cmd": cmd, "args": args});
-                if *cmd == "ct" {
+                if *cmd == "ct" || *cmd == "flows" {
                     v["entries"] = json!(entries);
                 }
                 v

@@ -112,7 +112,8 @@ pub fn compare(case: &str, steps: &[Step], ovs: &Value, fp: &Value) -> Result<St
                 ));
                 continue;
             }
-            if ra.get("cmd").and_then(Value::as_str) == Some("ct") {
+            let cmd = ra.get("cmd").and_then(Value::as_str).unwrap_or("");
+            if cmd == "ct" || cmd == "flows" {
                 stats.ct_dumps += 1;
                 let ea = ra.get("entries").cloned().unwrap_or(Value::Null);
                 let eb = rb.get("entries").cloned().unwrap_or(Value::Null);
@@ -125,7 +126,8 @@ pub fn compare(case: &str, steps: &[Step], ovs: &Value, fp: &Value) -> Result<St
                             .collect()
                     };
                     let (la, lb) = (lines(&ea), lines(&eb));
-                    let mut s = format!("{case} step {i}: conntrack dump differs ({input})\n");
+                    let what = if cmd == "ct" { "conntrack" } else { "flows" };
+                    let mut s = format!("{case} step {i}: {what} dump differs ({input})\n");
                     for l in &la {
                         let mark = if lb.contains(l) { ' ' } else { '-' };
                         s += &format!("  {mark} OVS      {l}\n");

@@ -715,3 +715,60 @@ fn arp_responders_match_ovs() {
         assert_eq!(f["arp_op"], "1", "step {i}");
     }
 }
+
+/// ClientIP affinity (the `dns` Service: timeoutSeconds 300, learned in
+/// table 40 by table 41's `learn`): queries from several source ports of
+/// one client, the learned flow in `dump-flows`, its idle timeout kept
+/// alive by a new query and then expiring, all identical in OVS and
+/// flowpath (with and without the flow cache).
+#[test]
+fn client_ip_affinity_learns_and_expires_like_ovs() {
+    if skip_without_ovs("client_ip_affinity_learns_and_expires_like_ovs") {
+        return;
+    }
+    let (flows, groups) = compiled();
+    let dns = Ipv4Addr::new(10, 96, 0, 53);
+    let q = |sport: u16| {
+        hex(&PacketBuilder::udp(POD1_MAC, GW_MAC, POD1, dns, sport, 53)
+            .payload(b"query")
+            .build())
+    };
+    let mut steps_text = String::new();
+    for sport in 42100..42103 {
+        steps_text += &format!("pod1 {}\n", q(sport));
+    }
+    steps_text += "@flows 40\n@warp 200000\n";
+    // A new connection 200 s later goes through the learned flow (its
+    // idle timeout restarts): still there 200 s after that.
+    steps_text += &format!("pod1 {}\n@warp 200000\n@flows 40\n", q(42110));
+    // 301 s idle: gone (OVS expires flows once a second: small steps).
+    steps_text += "@warp 300000\n";
+    for _ in 0..4 {
+        steps_text += "@warp 500\n";
+    }
+    steps_text += &format!("@flows 40\npod1 {}\n@flows 40\n", q(42111));
+    let steps = parse_steps(&steps_text).unwrap();
+    let ovs = ovs_replay(&flows, Some(&groups), &ports(), &steps_text).expect("OVS");
+    let dumps: Vec<usize> = ovs["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["cmd"] == "flows")
+        .map(|r| r["entries"].as_array().unwrap().len())
+        .collect();
+    // Default flow + one learned flow, kept, expired, learned again.
+    assert_eq!(dumps, [2, 2, 1, 2], "OVS table 40 sizes");
+    for cache in [false, true] {
+        let fp = replay_json(
+            &flows,
+            Some(&groups),
+            &ports(),
+            &steps_text,
+            &ReplayOptions { cache },
+        )
+        .expect("replay");
+        if let Err(e) = compare(&format!("affinity (cache={cache})"), &steps, &ovs, &fp) {
+            panic!("{e}");
+        }
+    }
+}

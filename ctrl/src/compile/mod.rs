@@ -23,10 +23,15 @@
 //! 30 Conntrack    replies from the host to the virtual IP (local hostNetwork endpoints) and
 //!                 to the hairpin IP are un-SNATed statelessly; ct(zone=65500,nat,table=31)
 //! 31 CtState      uplink -> local pod CIDR (noencap) -> 50; +inv drop; +new -> 40, 41; else -> 70
-//! 40 Affinity     reg4[16..18] = 1 ("select an endpoint")
+//! 40 Affinity     reg4[16..18] = 1 ("select an endpoint"); flows learned for ClientIP
+//!                 affinity (client + frontend -> endpoint in reg3/reg4, state 2)
 //! 41 ServiceLB    ip+proto+port (hash, one subtable) -> group (buckets: ct(commit,zone=65500,
-//!                 nat(dst=EP),exec(ct_mark=0x21)) -> 42); no endpoints -> controller (reject)
+//!                 nat(dst=EP),exec(ct_mark=0x21)) -> 42); no endpoints -> controller (reject);
+//!                 ClientIP affinity: select (state 1) -> group -> learn (state 3) -> 43,
+//!                 selected (state 2) -> 43
 //! 42 EndpointDnat -> 70
+//! 43 AffinityDnat reg3 + reg4[0..15] = an endpoint: ct(commit,zone=65500,nat(dst=EP)) -> 42;
+//!                 else select again (state 1) -> 41
 //! 50 Noencap      -> 70
 //! 70 L3Forwarding local pods (hash on nw_dst; hairpin: nw_src=nw_dst -> source = hairpin IP);
 //!                 gateway IP; node IPs (hostNetwork endpoints); noencap peers' pod CIDRs and
@@ -46,10 +51,30 @@
 //!
 //! Choices and limits, each OVS-expressible (the differential tests load
 //! every flow into OVS):
-//! - Session affinity (`ClientIP`): OVS's `learn` is not in our action set,
-//!   so the select group hashes the client address alone: a client keeps
-//!   its endpoint while the endpoint set is unchanged. `timeoutSeconds` is
-//!   read but not enforced.
+//! - Session affinity (`ClientIP`), Antrea's shape with OVS `learn`: table
+//!   41 sends a new connection to the Service's select group with reg4
+//!   state 3; the chosen bucket loads the endpoint (reg3 = IP, reg4[0..15]
+//!   = port) and comes back to table 41, whose priority-200 "learn" flow
+//!   adds to table 40 a flow matching IPv4 + protocol + destination port +
+//!   frontend IP + client IP that loads the same endpoint with state 2
+//!   ("selected"), then goes to table 43, which DNATs to reg3:reg4[0..15]
+//!   in zone 65500. The next new connection of that client finds its
+//!   learned flow in table 40, and table 41's state-2 flow sends it
+//!   straight to table 43. A learned endpoint that is no longer an endpoint
+//!   has no table 43 flow: the packet selects again (and re-learns).
+//!   `timeoutSeconds` (default 10800, at most 65535 here: the timeout field
+//!   is 16 bits) is the learned flow's **idle_timeout**: only the first
+//!   packet of each new connection reaches table 40 (table 31 sends only
+//!   `+new` there), so the timer restarts at every new connection of the
+//!   client, as kube-proxy's `recent --rcheck --seconds` / `--set` does.
+//!   (Antrea uses `hard_timeout`, which expires the affinity that long after
+//!   the first connection whatever the traffic.) `delete_learned` drops a
+//!   frontend's learned flows when the frontend goes. The group hashes the
+//!   client address and port, so without a learned flow connections
+//!   spread. Limit: NodePort traffic with externalTrafficPolicy Cluster is
+//!   SNATed to the gateway IP (zone 52200) before table 41, so its affinity
+//!   key is the gateway IP: every external client shares one endpoint
+//!   (ClusterIP, external IPs and ETP Local keep the client address).
 //! - A Service without usable endpoints sends new connections to the
 //!   controller (`controller(reason=no_match,userdata=REJECT)`, as Antrea
 //!   does); the runtime must answer with a TCP RST or ICMP port unreachable.
@@ -216,6 +241,59 @@ fn reject() -> Action {
     }
 }
 
+/// The learn of a ClientIP-affinity frontend: in table 40, a flow that
+/// matches this client and frontend (IPv4, protocol, destination port and
+/// address, source address) and loads the chosen endpoint (reg3, reg4[0..15])
+/// with state "selected". Idle timeout = timeoutSeconds (see the module
+/// doc); `delete_learned` drops the learned flows with the frontend.
+fn affinity_learn(proto: Protocol, cookie: u64, timeout: u32) -> Action {
+    use datapath::pipeline::ir::{LearnAction, LearnSpec, LearnSrc};
+    let (nw_proto, tp_dst) = match proto {
+        Protocol::Tcp => (6, FieldId::TcpDst),
+        Protocol::Udp => (17, FieldId::UdpDst),
+    };
+    let m = |f: FieldId, bits: u16| LearnSpec::Match {
+        dst: sub(f, 0, bits),
+        src: LearnSrc::Field(sub(f, 0, bits)),
+    };
+    let copy = |f: FieldId, ofs: u16, bits: u16| LearnSpec::Load {
+        dst: sub(f, ofs, bits),
+        src: LearnSrc::Field(sub(f, ofs, bits)),
+    };
+    Action::Learn(Box::new(LearnAction {
+        table: T_AFFINITY,
+        idle_timeout: timeout.min(u16::MAX as u32) as u16,
+        hard_timeout: 0,
+        fin_idle_timeout: 0,
+        fin_hard_timeout: 0,
+        priority: 200,
+        cookie,
+        send_flow_rem: false,
+        delete_learned: true,
+        limit: 0,
+        result_dst: None,
+        specs: vec![
+            LearnSpec::Match {
+                dst: sub(FieldId::DlType, 0, 16),
+                src: LearnSrc::Imm(0x800),
+            },
+            LearnSpec::Match {
+                dst: sub(FieldId::NwProto, 0, 8),
+                src: LearnSrc::Imm(nw_proto),
+            },
+            m(tp_dst, 16),
+            m(FieldId::NwDst, 32),
+            m(FieldId::NwSrc, 32),
+            copy(FieldId::Reg(4), 0, 16),
+            copy(FieldId::Reg(3), 0, 32),
+            LearnSpec::Load {
+                dst: sub(FieldId::Reg(4), 16, 3),
+                src: LearnSrc::Imm((REG4_SELECTED >> 16) as u128),
+            },
+        ],
+    }))
+}
+
 struct Ctx<'a> {
     node: &'a NodeConfig,
     out: Compiled,
@@ -229,6 +307,8 @@ struct Ctx<'a> {
     /// External IPs (ETP Cluster) that already have their table 6 and 110
     /// flows.
     snat_ips: BTreeSet<Ipv4Addr>,
+    /// Endpoints that already have their table 43 DNAT flow (affinity).
+    affinity_eps: BTreeSet<(Protocol, Ipv4Addr, u16)>,
 }
 
 /// Compile `manifests` for `node`.
@@ -255,6 +335,7 @@ pub fn compile(node: &NodeConfig, manifests: &Manifests) -> Result<Compiled, Con
         group_of: BTreeMap::new(),
         next_group: 1,
         snat_ips: BTreeSet::new(),
+        affinity_eps: BTreeSet::new(),
     };
     tables::base(node, &mut cx.out.flows);
     let resolved = resolve::resolve(node, &services, &manifests.slices);
@@ -347,13 +428,7 @@ impl Ctx<'_> {
         };
         // selection_method=hash: OVS picks the bucket during translation, no
         // extra recirculation (the NodePort chain already uses OVS's six).
-        // ClientIP affinity hashes the client address alone, so one client
-        // always reaches the same endpoint while the endpoint set is stable.
-        let fields = if *affinity {
-            vec![(FieldId::NwSrc, None)]
-        } else {
-            vec![(FieldId::NwSrc, None), (tp_src, None)]
-        };
+        let fields = vec![(FieldId::NwSrc, None), (tp_src, None)];
         let buckets = backends
             .iter()
             .enumerate()
@@ -361,15 +436,63 @@ impl Ctx<'_> {
                 id: Some(i as u32),
                 weight: 100,
                 watch_port: None,
-                actions: vec![ct(
-                    true,
-                    T_ENDPOINT_DNAT,
-                    ZONE_SERVICE,
-                    Some(conntrack::NatSpec::Dst(nat_range(b.ip, Some(b.port)))),
-                    vec![load(sub(FieldId::CtMark, 0, 32), CT_MARK_SERVICE as u128)],
-                )],
+                actions: if *affinity {
+                    // ClientIP affinity (Antrea's shape): the bucket names
+                    // the endpoint in reg3 / reg4[0..15] and goes back to
+                    // table 41, which learns it and DNATs in table 43.
+                    // (set_field: what OVS gives back for a bucket.)
+                    vec![
+                        Action::SetField {
+                            field: FieldId::Reg(3),
+                            value: u32::from(b.ip) as u128,
+                            mask: u32::MAX as u128,
+                        },
+                        Action::SetField {
+                            field: FieldId::Reg(4),
+                            value: b.port as u128,
+                            mask: 0xffff,
+                        },
+                        Action::SetField {
+                            field: FieldId::Reg(4),
+                            value: REG4_LEARN as u128,
+                            mask: REG4_STATE_MASK as u128,
+                        },
+                        resubmit(T_SERVICE_LB),
+                    ]
+                } else {
+                    vec![ct(
+                        true,
+                        T_ENDPOINT_DNAT,
+                        ZONE_SERVICE,
+                        Some(conntrack::NatSpec::Dst(nat_range(b.ip, Some(b.port)))),
+                        vec![load(sub(FieldId::CtMark, 0, 32), CT_MARK_SERVICE as u128)],
+                    )]
+                },
             })
             .collect();
+        if *affinity {
+            for b in backends.iter() {
+                if self.affinity_eps.insert((*proto, b.ip, b.port)) {
+                    self.out.flows.push(flow(
+                        T_AFFINITY_DNAT,
+                        200,
+                        COOKIE_BASE,
+                        M::proto(*proto).reg(3, u32::from(b.ip), u32::MAX).reg(
+                            4,
+                            REG4_SELECTED | b.port as u32,
+                            REG4_STATE_MASK | 0xffff,
+                        ),
+                        vec![ct(
+                            true,
+                            T_ENDPOINT_DNAT,
+                            ZONE_SERVICE,
+                            Some(conntrack::NatSpec::Dst(nat_range(b.ip, Some(b.port)))),
+                            vec![load(sub(FieldId::CtMark, 0, 32), CT_MARK_SERVICE as u128)],
+                        )],
+                    ));
+                }
+            }
+        }
         self.out.groups.push(Group {
             id,
             kind: GroupType::Select,
@@ -382,6 +505,12 @@ impl Ctx<'_> {
         Some(id)
     }
 
+    /// Table 41 for one frontend. With ClientIP affinity (`affinity` =
+    /// timeoutSeconds) the frontend gets Antrea's three flows: select
+    /// (group, whose bucket comes back with "learn"), learn (remember
+    /// client IP + frontend -> endpoint in table 40 for `timeout` idle
+    /// seconds, then DNAT in table 43) and selected (table 40 found a
+    /// learned endpoint: DNAT in table 43).
     fn lb_flow(
         &mut self,
         ip: Ipv4Addr,
@@ -389,18 +518,60 @@ impl Ctx<'_> {
         port: u16,
         group: Option<u32>,
         cookie: u64,
+        affinity: Option<u32>,
     ) {
-        let m = M::proto(proto)
-            .reg(4, REG4_SELECT, REG4_STATE_MASK)
-            .nw_dst(ip)
-            .tp_dst(port);
-        let actions = match group {
-            Some(g) => vec![load(sub(FieldId::Reg(4), 16, 3), 2), Action::Group(g)],
-            None => vec![reject()],
+        let m = |state: u32| {
+            M::proto(proto)
+                .reg(4, state, REG4_STATE_MASK)
+                .nw_dst(ip)
+                .tp_dst(port)
         };
-        self.out
-            .flows
-            .push(flow(T_SERVICE_LB, 200, cookie, m, actions));
+        let state = |v: u32| load(sub(FieldId::Reg(4), 16, 3), (v >> 16) as u128);
+        let (Some(g), Some(timeout)) = (group, affinity) else {
+            let actions = match group {
+                Some(g) => vec![state(REG4_SELECTED), Action::Group(g)],
+                None => vec![reject()],
+            };
+            if group.is_none() && affinity.is_some() {
+                // Clients still learned to an endpoint that went away.
+                self.out.flows.push(flow(
+                    T_SERVICE_LB,
+                    200,
+                    cookie,
+                    m(REG4_SELECTED),
+                    vec![reject()],
+                ));
+            }
+            self.out
+                .flows
+                .push(flow(T_SERVICE_LB, 200, cookie, m(REG4_SELECT), actions));
+            return;
+        };
+        self.out.flows.push(flow(
+            T_SERVICE_LB,
+            200,
+            cookie,
+            m(REG4_SELECT),
+            vec![state(REG4_LEARN), Action::Group(g)],
+        ));
+        self.out.flows.push(flow(
+            T_SERVICE_LB,
+            200,
+            cookie,
+            m(REG4_LEARN),
+            vec![
+                affinity_learn(proto, cookie, timeout),
+                state(REG4_SELECTED),
+                resubmit(T_AFFINITY_DNAT),
+            ],
+        ));
+        self.out.flows.push(flow(
+            T_SERVICE_LB,
+            200,
+            cookie,
+            m(REG4_SELECTED),
+            vec![resubmit(T_AFFINITY_DNAT)],
+        ));
     }
 
     /// An ETP Cluster external IP (externalIPs, load-balancer ingress):
@@ -471,7 +642,7 @@ impl Ctx<'_> {
         let gi = self.group(proto, affinity, internal.clone());
         for (i, &ip) in rp.svc.cluster_ips.iter().enumerate() {
             if self.claim(rp, ip, &format!("spec.clusterIPs[{i}]"))? {
-                self.lb_flow(ip, proto, port, gi, cookie);
+                self.lb_flow(ip, proto, port, gi, cookie, rp.svc.affinity_timeout);
                 self.record_udp(proto, (ip, port), &internal);
             }
         }
@@ -500,7 +671,7 @@ impl Ctx<'_> {
         };
         for (ip, field) in extra {
             if self.claim(rp, ip, &field)? {
-                self.lb_flow(ip, proto, port, ge, cookie);
+                self.lb_flow(ip, proto, port, ge, cookie, rp.svc.affinity_timeout);
                 self.record_udp(proto, (ip, port), &external);
                 if !rp.svc.external_local {
                     self.external_snat(ip, proto, port, cookie);
@@ -559,7 +730,7 @@ impl Ctx<'_> {
             ));
         }
         // Table 41: VIP:NodePort is the frontend after the DNAT to the VIP.
-        self.lb_flow(vip, proto, np, ge, cookie);
+        self.lb_flow(vip, proto, np, ge, cookie, rp.svc.affinity_timeout);
         self.record_udp(proto, (vip, np), &external);
         Ok(())
     }

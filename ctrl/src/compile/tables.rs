@@ -40,6 +40,8 @@ pub const T_AFFINITY: u8 = 40;
 pub const T_SERVICE_LB: u8 = 41;
 /// After the endpoint DNAT.
 pub const T_ENDPOINT_DNAT: u8 = 42;
+/// ClientIP affinity: DNAT to the endpoint named in reg3 / reg4[0..15].
+pub const T_AFFINITY_DNAT: u8 = 43;
 /// Uplink traffic for local pods (noencap, seed 004).
 pub const T_NOENCAP: u8 = 50;
 /// L3 forwarding.
@@ -72,6 +74,10 @@ pub const REG8_REPLY: u32 = 0x2;
 pub const REG4_SELECT: u32 = 0x1_0000;
 /// reg4 mask of the endpoint-selection state.
 pub const REG4_STATE_MASK: u32 = 0x7_0000;
+/// reg4[16..18] = 2: an endpoint is chosen (learned, or picked by a group).
+pub const REG4_SELECTED: u32 = 0x2_0000;
+/// reg4[16..18] = 3: the group named an endpoint to learn (affinity).
+pub const REG4_LEARN: u32 = 0x3_0000;
 /// ct_mark of Service connections (committed by the LB group).
 pub const CT_MARK_SERVICE: u32 = 0x21;
 /// ct_mark of other connections (committed by table 105).
@@ -440,6 +446,18 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
         c,
         M::any(),
         vec![resubmit(T_L3_FORWARDING)],
+    ));
+    // A learned endpoint that is gone (no DNAT flow any more): select
+    // again; the new choice is learned over the stale one.
+    out.push(flow(
+        T_AFFINITY_DNAT,
+        0,
+        c,
+        M::any(),
+        vec![
+            load(sub(FieldId::Reg(4), 16, 3), (REG4_SELECT >> 16) as u128),
+            resubmit(T_SERVICE_LB),
+        ],
     ));
     out.push(flow(
         T_NOENCAP,
