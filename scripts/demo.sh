@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 cargo build --release -q -p ctrl
-FP=target/release/flowpath
+FP=${CARGO_TARGET_DIR:-target}/release/flowpath
 S=tests/scenarios/nodeport_etp_cluster
 PORTS=$(cat $S/ports.txt)
 echo "== flowpath check"
