@@ -153,6 +153,30 @@ fn cases() -> Vec<Case> {
             "pod2",
             POD1_IP,
         ),
+        // ... to a hostNetwork endpoint: the outside client's address too
+        // (the host answers it back through gw0, see e2e_common); from the
+        // node, the virtual IP as with ETP Cluster.
+        k(
+            "ext -> NodePort ETP Local -> local hostNetwork",
+            ext,
+            "http://10.176.25.244:30242",
+            "node1",
+            EXT_IP,
+        ),
+        k(
+            "node -> NodePort ETP Local -> local hostNetwork",
+            node,
+            "http://10.176.25.244:30242",
+            "node1",
+            VIP,
+        ),
+        k(
+            "pod -> NodePort ETP Local -> local hostNetwork",
+            pod2,
+            "http://10.176.25.244:30242",
+            "node1",
+            POD2_IP,
+        ),
         // ClusterIP: no SNAT (the host's own source is the gateway IP).
         k(
             "pod -> ClusterIP -> local pod",

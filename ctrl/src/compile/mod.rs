@@ -97,6 +97,11 @@
 //! - Replies to clients outside the node leave through the gateway (the host
 //!   routes them to the uplink), as in the seeds; flowpath knows no next-hop
 //!   MAC for them.
+//! - A local hostNetwork endpoint of an ETP Local Service sees an outside
+//!   client's own address; its host must send the answer back through the
+//!   gateway (policy routing of connections that arrived there, e.g. a
+//!   connmark and an `ip rule`, as the end-to-end cluster does), not
+//!   straight out of the uplink around the un-NAT.
 
 pub mod build;
 pub mod resolve;

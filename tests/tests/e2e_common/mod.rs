@@ -13,7 +13,11 @@
 //! passes ARP to it; everything IPv4 goes to flowpath) and forwards between
 //! gw0 and the uplink (noencap, seed 004): remote pods 172.16.3.0/24 via
 //! node2. Its NodePorts reach flowpath from the host through an `ip rule`
-//! that routes them to gw0 (what kube-proxy's rules do in a real node).
+//! that routes them to gw0 (what kube-proxy's rules do in a real node), and
+//! the host answers connections that reached it through gw0 back through gw0
+//! (a connmark and an `ip rule`; a real node needs the same): an endpoint on
+//! the host network that sees an outside client's address (NodePort ETP
+//! Local) must not answer it straight out of the uplink, around the un-NAT.
 //!
 //! Every namespace carries the pid in its name and is deleted on drop, after
 //! every process started in it is killed, even when the test fails.
@@ -75,7 +79,7 @@ pub fn skip() -> bool {
         eprintln!("SKIP: AF_XDP unavailable on this kernel/with these privileges: {why}");
         return true;
     }
-    for tool in ["curl", "python3", "ethtool"] {
+    for tool in ["curl", "python3", "ethtool", "iptables"] {
         if Command::new(tool).arg("--version").output().is_err() {
             eprintln!("SKIP: {tool} not installed (scripts/setup.sh installs it)");
             return true;
@@ -453,7 +457,8 @@ pcap = "{pp2}"
             &format!(
                 "ip route replace {VIP}/32 dev gw0
                  ip route replace 10.96.0.0/16 dev gw0 src {GW_IP}
-                 ip route replace {NODE_IP}/32 via {VIP} dev gw0 onlink src {GW_IP} table 100"
+                 ip route replace {NODE_IP}/32 via {VIP} dev gw0 onlink src {GW_IP} table 100
+                 ip route replace default via {VIP} dev gw0 onlink table 101"
             ),
         );
         if !self.rules_done {
@@ -463,7 +468,10 @@ pcap = "{pp2}"
                     "ip rule add pref 100 lookup local
                      ip rule del pref 0
                      ip rule add pref 10 to {NODE_IP} ipproto tcp dport 30000-32767 lookup 100
-                     ip rule add pref 11 to {NODE_IP} ipproto udp dport 30000-32767 lookup 100"
+                     ip rule add pref 11 to {NODE_IP} ipproto udp dport 30000-32767 lookup 100
+                     iptables -t mangle -A PREROUTING -i gw0 -m conntrack --ctstate NEW -j CONNMARK --set-mark 0x10/0x10
+                     iptables -t mangle -A OUTPUT -j CONNMARK --restore-mark
+                     ip rule add pref 20 fwmark 0x10/0x10 lookup 101"
                 ),
             );
             self.rules_done = true;
