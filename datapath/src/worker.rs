@@ -232,6 +232,18 @@ impl PipelineCell {
         Ok(h)
     }
 
+    /// Remove the learned flows `keep` rejects and, when any went, publish
+    /// a new generation. Returns how many went.
+    pub fn retain_learned(&self, keep: impl FnMut(&crate::pipeline::ir::Flow) -> bool) -> usize {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let n = store.retain(keep);
+        if n > 0 {
+            let p = self.current.load().with_learned(store.snapshot());
+            self.store_generation(p);
+        }
+        n
+    }
+
     /// Ask the learner thread to stop.
     pub fn stop_learner(&self) {
         self.learner_stop.store(true, Ordering::Release);

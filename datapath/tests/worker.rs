@@ -272,3 +272,64 @@ fn pipeline_swap_is_picked_up_between_bursts() {
         "the new rules dropped it"
     );
 }
+
+/// `learn` in the runtime: a flow learned from a packet on worker 0 (posted
+/// to the cell's queue, applied by the learner, published as a new
+/// generation) forwards the next packet on worker 1; the learned flow
+/// refreshes by cache hits and idles out on the learner's clock; and a
+/// publish that drops the `delete_learned` learning flow drops what it
+/// learned.
+#[test]
+fn learned_flows_reach_every_worker_and_expire() {
+    use datapath::wire::build::PacketBuilder;
+    let flows = "table=0,in_port=1,actions=learn(table=1,idle_timeout=1,priority=100,delete_learned,\
+cookie=0x9,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0x1->NXM_NX_REG1[0..15]),resubmit(,1),resubmit(,2)\n\
+table=0,in_port=2,actions=resubmit(,1),resubmit(,2)\n\
+table=1,priority=0,actions=load:0x3->NXM_NX_REG1[0..15]\n\
+table=2,reg1=1,actions=output:1\n\
+table=2,reg1=3,actions=output:3\n";
+    let p = Pipeline::new(parse_flows("learn", flows).unwrap(), Vec::new());
+    let ports = PortMap::parse("a=1,b=2,c=3").unwrap();
+    // Port a on worker 0, b on worker 1, c on worker 0.
+    let mut rig = Rig::new(p, &ports, 2, |n| vec![if n == "b" { 1 } else { 0 }]);
+    let a = [0x02, 0, 0, 0, 0, 0x0a];
+    let b = [0x02, 0, 0, 0, 0, 0x0b];
+    let frame = |src, dst, sport| {
+        PacketBuilder::udp(src, dst, 0x0a00_0001u32, 0x0a00_0002u32, sport, 53).build()
+    };
+    let names = |o: Vec<(String, Vec<u8>)>| o.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    // B -> A before anything is learned: the default (c).
+    assert_eq!(names(rig.step(1, "b", &frame(b, a, 1))), ["c"]);
+    // A speaks on worker 0: learn posted, not applied yet.
+    assert_eq!(names(rig.step(0, "a", &frame(a, b, 2))), ["c"]);
+    let g = rig.cell.generation();
+    assert!(rig.cell.run_learner(), "the learn changed the flows");
+    assert_eq!(rig.cell.generation(), g + 1);
+    assert_eq!(rig.cell.load().learned.flows().len(), 1);
+    // Worker 1 now sends B -> A to a.
+    assert_eq!(names(rig.step(1, "b", &frame(b, a, 3))), ["a"]);
+    assert!(rig.workers[0].stats().counters.learn_events >= 1);
+    // Hits keep it (idle 1 s; a cached megaflow reports at most every 500 ms and
+    // the learner applies the refresh).
+    for i in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(names(rig.step(1, "b", &frame(b, a, 3))), ["a"], "round {i}");
+        rig.cell.run_learner();
+    }
+    assert_eq!(rig.cell.load().learned.flows().len(), 1, "refreshed");
+    // Idle: gone.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(rig.cell.run_learner());
+    assert!(rig.cell.load().learned.is_empty());
+    assert_eq!(names(rig.step(1, "b", &frame(b, a, 4))), ["c"]);
+    // Learn again, then publish rules without the learning flow.
+    rig.step(0, "a", &frame(a, b, 5));
+    rig.cell.run_learner();
+    assert_eq!(rig.cell.load().learned.flows().len(), 1);
+    let plain = flows.lines().skip(1).collect::<Vec<_>>().join("\n");
+    rig.cell.publish(Pipeline::new(
+        parse_flows("plain", &plain).unwrap(),
+        Vec::new(),
+    ));
+    assert!(rig.cell.load().learned.is_empty(), "delete_learned");
+}

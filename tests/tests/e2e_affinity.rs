@@ -136,6 +136,20 @@ fn client_ip_affinity_sticks_then_expires() {
         l[0]
     );
     eprintln!("sticky phase: {:?}, learned: {}", t0.elapsed(), l[0]);
+    let out = Command::new(flowpath_bin())
+        .args(["dump-flows", "40", "--json", "--socket"])
+        .arg(&sock)
+        .output()
+        .expect("run flowpath");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let lf: Vec<&serde_json::Value> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|f| f["learned"] == true)
+        .collect();
+    assert_eq!(lf.len(), 1, "{v}");
+    assert!(lf[0]["idle_age"].as_u64().is_some_and(|a| a <= 1), "{}", lf[0]);
 
     // Idle for longer than timeoutSeconds: the learned flow goes, and each
     // new round chooses afresh.

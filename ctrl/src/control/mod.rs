@@ -147,12 +147,29 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 .iter()
                 .map(|f| format::format_flow(f, format::FormatOptions::default()))
                 .collect();
+            // Learned flows also carry their ages (seconds, OVS's
+            // `duration`, `idle_age`, `hard_age`).
+            let now = node.learn_now();
+            let learned: std::collections::HashMap<_, _> = p
+                .learned
+                .flows()
+                .iter()
+                .map(|l| ((l.flow.table, l.flow.priority, l.flow.matches), l))
+                .collect();
             let json = flows
                 .iter()
                 .zip(&lines)
                 .map(|(f, l)| {
-                    json!({"table": f.table, "priority": f.priority,
-                           "cookie": format!("{:#x}", f.cookie), "flow": l.trim_start()})
+                    let mut v = json!({"table": f.table, "priority": f.priority,
+                           "cookie": format!("{:#x}", f.cookie), "flow": l.trim_start()});
+                    if let Some(lf) = learned.get(&(f.table, f.priority, f.matches)) {
+                        let age = |t: u64| now.saturating_sub(t) / 1000;
+                        v["learned"] = json!(true);
+                        v["duration"] = json!(age(lf.created_ms));
+                        v["idle_age"] = json!(age(lf.used_ms));
+                        v["hard_age"] = json!(age(lf.modified_ms));
+                    }
+                    v
                 })
                 .collect();
             Ok((join_lines(&lines), Value::Array(json)))
@@ -182,6 +199,9 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 removed = before - flows.len();
                 Ok(Pipeline::new(flows, groups_of(p)))
             })?;
+            // As in OVS, learned flows that match go too.
+            removed += node.retain_learned(|f| !spec.matches(f));
+            let g = g.max(node.generation());
             Ok((String::new(), json!({"removed": removed, "generation": g})))
         }
         "replace-flows" => {
@@ -190,6 +210,9 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             let new = parse_flows(node, name, text)?;
             let n = new.len();
             let g = node.edit(|p| Ok(Pipeline::new(new, groups_of(p))))?;
+            // Every flow not in the file goes, learned ones included.
+            node.retain_learned(|_| false);
+            let g = g.max(node.generation());
             Ok((String::new(), json!({"flows": n, "generation": g})))
         }
         "dump-groups" => {

@@ -233,6 +233,18 @@ impl NodeHandle {
         self.cell.generation()
     }
 
+    /// Remove the learned flows `keep` rejects (`del-flows`,
+    /// `replace-flows`); returns how many went.
+    pub fn retain_learned(&self, keep: impl FnMut(&datapath::pipeline::ir::Flow) -> bool) -> usize {
+        let _g = self.edit.lock();
+        self.cell.retain_learned(keep)
+    }
+
+    /// The learner's clock (ms), which learned flows' timestamps use.
+    pub fn learn_now(&self) -> u64 {
+        self.cell.learn_now()
+    }
+
     /// Every worker's counters (a worker that does not answer within a
     /// second is left out).
     pub fn stats(&self) -> Vec<WorkerStats> {

@@ -352,6 +352,22 @@ impl LearnStore {
         before - self.flows.len()
     }
 
+    /// Keep only the learned flows `keep` accepts (control edits:
+    /// `del-flows` and `replace-flows` reach learned flows too, as in OVS).
+    /// Returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Flow) -> bool) -> usize {
+        let before = self.flows.len();
+        let by_id = &mut self.by_id;
+        self.flows.retain(|_, e| {
+            let k = keep(&e.flow);
+            if !k {
+                by_id.remove(&e.id);
+            }
+            k
+        });
+        before - self.flows.len()
+    }
+
     /// Remove every learned flow.
     pub fn clear(&mut self) {
         self.flows.clear();
