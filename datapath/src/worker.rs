@@ -52,6 +52,11 @@
 //!   sees the number change between bursts (one `Acquire` load), runs the
 //!   command on its own shard and posts a [`CtReply`]. The slot's mutex is
 //!   only taken by the worker when a command is pending, never per packet.
+//! * Learned flows ([`crate::pipeline::learn`]): the engine leaves its
+//!   learn events in its scratch outbox; after the burst the worker pushes
+//!   them into the cell's bounded lock-free queue (counted when full) and
+//!   unparks the learner thread, which applies them and publishes a new
+//!   generation. Cold path only: a cache hit reports at most every 500 ms.
 //! * Stop: an `AtomicBool`; the worker finishes its burst, flushes its tx
 //!   batches and handoff rings once more, and returns its final counters.
 //!

@@ -149,7 +149,11 @@ fn client_ip_affinity_sticks_then_expires() {
         .filter(|f| f["learned"] == true)
         .collect();
     assert_eq!(lf.len(), 1, "{v}");
-    assert!(lf[0]["idle_age"].as_u64().is_some_and(|a| a <= 1), "{}", lf[0]);
+    assert!(
+        lf[0]["idle_age"].as_u64().is_some_and(|a| a <= 1),
+        "{}",
+        lf[0]
+    );
 
     // Idle for longer than timeoutSeconds: the learned flow goes, and each
     // new round chooses afresh.

@@ -11,7 +11,12 @@
 //! Invalidation is by generation: every entry records the pipeline
 //! generation it was translated under; a worker that sees a newer pipeline
 //! clears its caches before its next burst (the pipeline itself is swapped
-//! by pointer, so no lock is taken per packet).
+//! by pointer, so no lock is taken per packet). Learned flows
+//! ([`crate::pipeline::learn`]) change the pipeline by a new generation
+//! too, so a megaflow never outlives the learned-table contents it was
+//! translated against (the price: a learn flushes every worker's cache).
+//! An entry whose pass went through learned flows or `learn` actions keeps
+//! the time it last reported them (`Xlation::reported_ms`).
 //!
 //! Eviction: both caches are bounded. The megaflow cache holds at most
 //! `capacity` entries; when full it is cleared whole (entries repopulate

@@ -423,3 +423,148 @@ pub fn delete_learned_keys<'a>(flows: impl IntoIterator<Item = &'a Flow>) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{FlowKey, slot};
+    use crate::pipeline::parse::parse_flow;
+    use crate::pipeline::xlate::xlate;
+
+    fn learn_of(flow: &str) -> LearnAction {
+        match &parse_flow(flow).unwrap().actions[0] {
+            Action::Learn(l) => (**l).clone(),
+            a => panic!("{a:?}"),
+        }
+    }
+
+    fn ev(l: &LearnAction, src_mac: u64, reg2: u64) -> LearnEvent {
+        let mut k = FlowKey::ZERO;
+        k.set(slot::DL_SRC, src_mac);
+        k.set(crate::key::reg_slot(2), reg2);
+        LearnEvent::Learn(Arc::new(build(l, |sf| {
+            let f = fields::get(sf.field);
+            (f.read(&k) & sub_mask(sf)) >> sf.ofs
+        })))
+    }
+
+    const L: &str = "actions=learn(table=3,idle_timeout=10,hard_timeout=60,fin_idle_timeout=2,\
+priority=7,cookie=0x5,limit=2,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],reg0=0x9,\
+load:NXM_NX_REG2[0..7]->NXM_NX_REG1[8..15],load:0x3->NXM_NX_REG3[0..1],output:NXM_NX_REG2[0..15])";
+
+    #[test]
+    fn build_takes_the_packets_fields() {
+        let l = learn_of(L);
+        let LearnEvent::Learn(m) = ev(&l, 0x0200_0000_000a, 4) else {
+            unreachable!()
+        };
+        let f = &m.flow;
+        assert_eq!((f.table, f.priority, f.cookie), (3, 7, 5));
+        assert_eq!((f.idle_timeout, f.hard_timeout, m.limit), (10, 60, 2));
+        assert_eq!(
+            crate::pipeline::format::format_flow(f, Default::default()),
+            " cookie=0x5, table=3, idle_timeout=10, hard_timeout=60, priority=7,reg0=0x9,\
+dl_dst=02:00:00:00:00:0a actions=fin_timeout(idle_timeout=2),load:0x4->NXM_NX_REG1[8..15],\
+load:0x3->NXM_NX_REG3[0..1],output:4"
+        );
+    }
+
+    #[test]
+    fn store_refreshes_replaces_limits_and_expires() {
+        let l = learn_of(L);
+        let mut s = LearnStore::new();
+        assert!(s.apply(&ev(&l, 1, 4), 1000), "new flow");
+        assert!(!s.apply(&ev(&l, 1, 4), 2000), "same flow: refresh only");
+        assert!(s.apply(&ev(&l, 1, 5), 3000), "other actions: replaced");
+        assert!(s.apply(&ev(&l, 2, 4), 3000));
+        assert!(!s.apply(&ev(&l, 3, 4), 3000), "limit=2");
+        assert_eq!(s.len(), 2);
+        let id = s.snapshot().flows()[0].id;
+        // Idle 10 s: used refreshes keep flow 1; flow 2 idles out.
+        assert!(!s.apply(&LearnEvent::Used(id), 12_000));
+        assert_eq!(s.expire(13_001), 1);
+        assert_eq!(s.snapshot().flows()[0].id, id);
+        // Hard 60 s from the last learn (3 s) whatever the use.
+        assert!(!s.apply(&LearnEvent::Used(id), 60_000));
+        assert_eq!(s.expire(63_000), 0);
+        assert_eq!(s.expire(63_001), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn fin_timeout_shortens_and_delete_learned_removes() {
+        let l = learn_of(L);
+        let mut s = LearnStore::new();
+        s.apply(&ev(&l, 1, 4), 0);
+        let id = s.snapshot().flows()[0].id;
+        assert!(s.apply(
+            &LearnEvent::Fin {
+                id,
+                idle: 2,
+                hard: 0
+            },
+            100
+        ));
+        assert_eq!(s.snapshot().flows()[0].flow.idle_timeout, 2);
+        assert_eq!(s.expire(2_001), 1, "idle 2 s from creation");
+        s.apply(&ev(&l, 1, 4), 0);
+        assert_eq!(s.delete_cookies(&[(0x5, 4)]), 0, "other table");
+        assert_eq!(s.delete_cookies(&[(0x5, 3)]), 1);
+    }
+
+    /// Bad specs are refused as OVS refuses them.
+    #[test]
+    fn bad_learns_are_refused() {
+        for (flow, why) in [
+            ("actions=learn(NXM_NX_REG0[0..7]=NXM_NX_REG1[])", "differ"),
+            (
+                "actions=learn(load:NXM_NX_REG0[0..7]->NXM_NX_REG1[])",
+                "bits",
+            ),
+            ("actions=learn(ip_src=1.2.3.4)", "prerequisite"),
+            (
+                "actions=learn(eth_type=0x800,NXM_OF_TCP_DST[])",
+                "prerequisite",
+            ),
+            ("actions=learn(table=255)", "table"),
+            ("actions=learn(result_dst=reg0[0..1])", "single bit"),
+            ("actions=learn(load:0x10->NXM_NX_REG0[0..3])", "fit"),
+            ("actions=learn(bogus_field[])", "unknown field"),
+            ("actions=learn(output)", "missing value"),
+        ] {
+            let e = parse_flow(flow).unwrap_err().to_string();
+            assert!(e.contains(why), "{flow}: {e}");
+        }
+        assert!(parse_flow("actions=learn(eth_type=0x800,nw_proto=6,NXM_OF_TCP_DST[])").is_ok());
+    }
+
+    /// The learning flow's megaflow depends on the learn's sources, and a
+    /// learned flow competes with the table's static flows by priority.
+    #[test]
+    fn xlate_unwildcards_sources_and_sees_learned_flows() {
+        let flows = crate::pipeline::parse::parse_flows(
+            "f",
+            "table=0,actions=learn(table=1,priority=5,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],\
+load:0x1->NXM_NX_REG1[]),resubmit(,1)\ntable=1,priority=1,actions=drop\n",
+        )
+        .unwrap();
+        let p = crate::pipeline::Pipeline::new(flows, vec![]);
+        let mut k = FlowKey::ZERO;
+        k.set(slot::DL_SRC, 0x0a);
+        k.set(slot::IN_PORT, 1);
+        let x = xlate(&p, &[1u32][..], &k, 0, None);
+        assert_eq!(x.wc.get(slot::DL_SRC), 0xffff_ffff_ffff);
+        assert_eq!(x.learns.len(), 1);
+        let mut s = LearnStore::new();
+        s.apply(&LearnEvent::Learn(x.learns[0].clone()), 0);
+        let p2 = p.with_learned(s.snapshot());
+        let mut k2 = FlowKey::ZERO;
+        k2.set(slot::DL_DST, 0x0a);
+        let mut trace = Vec::new();
+        let x2 = xlate(&p2, &[1u32][..], &k2, 1, Some(&mut trace));
+        assert_eq!(x2.learned_hits.len(), 1, "{trace:?}");
+        k2.set(slot::DL_DST, 0x0b);
+        let x3 = xlate(&p2, &[1u32][..], &k2, 1, None);
+        assert!(x3.learned_hits.is_empty());
+    }
+}
