@@ -80,7 +80,7 @@ mod ct;
 mod tests;
 
 pub use commit::commit;
-pub use ct::{apply_rewrite, ct_packet};
+pub use ct::{apply_rewrite, ct_packet, refresh_ct_packet};
 
 /// `dl_type` OVS gives 802.3 frames without a SNAP-encapsulated ethertype
 /// (`FLOW_DL_TYPE_NONE`).

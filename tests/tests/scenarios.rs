@@ -338,6 +338,142 @@ SNAT to GwIP (zone 52200) -> endpoint DNAT (zone 65500) -> local pod1; reply bac
     }
 }
 
+/// The established NodePort chain, packet after packet, across everything
+/// that must invalidate a cached walk (`datapath::cache::chain`): repeated
+/// established packets both ways (the second and later replay a recorded
+/// chain), a conntrack flush mid-stream (the next packets are picked up as
+/// new connections), expiry by the clock, and packets after a close. (A
+/// new SYN on the closed connection's tuple is not here: flowpath's
+/// conntrack and OVS disagree on it today, with and without the cache: OVS
+/// keeps the old connection in TIME_WAIT in the SNAT zone and picks source
+/// port 40003 for the new one.) The outputs are OVS's; the differential
+/// test checks flowpath's cached path against them packet by packet.
+fn nodeport_chain_invalidation() -> Gen {
+    let np = 30232;
+    let (lb, group) = service_with(
+        1,
+        VIP,
+        np,
+        &format!("{POD1_IP}:8080"),
+        "selection_method=hash,fields(ip_src,tcp_src),",
+    );
+    let flows = base_flows() + &nodeport_flows(np) + &lb;
+    let client = Leg {
+        port: "uplink",
+        eth_src: EXT_MAC,
+        eth_dst: NODE_MAC,
+        src: (EXT_IP, 40002),
+        dst: (NODE_IP, np),
+    };
+    let to_server = Out {
+        port: "pod1",
+        eth_dst: POD1_MAC,
+        src: (GW_IP, 40002),
+        dst: (POD1_IP, 8080),
+    };
+    let server = Leg {
+        port: "pod1",
+        eth_src: POD1_MAC,
+        eth_dst: GW_MAC,
+        src: (POD1_IP, 8080),
+        dst: (GW_IP, 40002),
+    };
+    let to_client = Out {
+        port: "gw0",
+        eth_dst: GW_MAC,
+        src: (NODE_IP, np),
+        dst: (EXT_IP, 40002),
+    };
+    let zones = [52100u16, 52200, 65500];
+    let dump = |st: &mut Steps| {
+        for z in zones {
+            st.directive(&format!("@ct {z}"));
+        }
+    };
+    let (c, s) = (1000u32, 5000u32);
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+    let (rq, rs) = (req.len() as u32, resp.len() as u32);
+    let mut st = Steps::default();
+    let handshake = |st: &mut Steps, c: u32, s: u32| {
+        st.packet(
+            client.port,
+            &seg(client, c, 0, SYN, b""),
+            &[exp(to_server, SYN, c)],
+        );
+        st.packet(
+            server.port,
+            &seg(server, s, c + 1, SYN | ACK, b""),
+            &[exp(to_client, SYN | ACK, s)],
+        );
+        st.packet(
+            client.port,
+            &seg(client, c + 1, s + 1, ACK, b""),
+            &[exp(to_server, ACK, c + 1)],
+        );
+    };
+    // Data both ways, each packet three times (a retransmission is
+    // in-window): the first walks and records, the others replay.
+    let data = |st: &mut Steps, c: u32, s: u32| {
+        for _ in 0..3 {
+            st.packet(
+                client.port,
+                &seg(client, c, s, PSH | ACK, req),
+                &[exp(to_server, PSH | ACK, c)],
+            );
+        }
+        for _ in 0..3 {
+            st.packet(
+                server.port,
+                &seg(server, s, c + rq, PSH | ACK, resp),
+                &[exp(to_client, PSH | ACK, s)],
+            );
+        }
+    };
+    st.comment("handshake, then established data both ways, three times each");
+    handshake(&mut st, c, s);
+    data(&mut st, c + 1, s + 1);
+    dump(&mut st);
+    st.comment("flush mid-stream: the next client packet is a new connection (mid-stream pickup)");
+    st.directive("@flush-ct");
+    data(&mut st, c + 1 + rq, s + 1 + rs);
+    dump(&mut st);
+    st.comment(
+        "past the established timeout: the connections expire, the next packet is new again",
+    );
+    st.directive("@warp 86401000");
+    data(&mut st, c + 1 + 2 * rq, s + 1 + 2 * rs);
+    dump(&mut st);
+    st.comment(
+        "close both ways; the last ACK repeated replays against the closed (TIME_WAIT) connection",
+    );
+    let (c2, s2) = (c + 1 + 3 * rq, s + 1 + 3 * rs);
+    st.packet(
+        client.port,
+        &seg(client, c2, s2, FIN | ACK, b""),
+        &[exp(to_server, FIN | ACK, c2)],
+    );
+    st.packet(
+        server.port,
+        &seg(server, s2, c2 + 1, FIN | ACK, b""),
+        &[exp(to_client, FIN | ACK, s2)],
+    );
+    for _ in 0..3 {
+        st.packet(
+            client.port,
+            &seg(client, c2 + 1, s2 + 1, ACK, b""),
+            &[exp(to_server, ACK, c2 + 1)],
+        );
+    }
+    dump(&mut st);
+    Gen {
+        name: "nodeport_chain_invalidation",
+        flows,
+        groups: Some(group),
+        steps: st.text,
+    }
+}
+
 fn nodeport_etp_local() -> Gen {
     let np = 31736;
     let (lb, group) = service(2, VIP, np, &format!("{POD2_IP}:8080"));
@@ -830,6 +966,7 @@ fn igmp_drop() -> Gen {
 fn generators() -> Vec<Gen> {
     vec![
         nodeport_etp_cluster(),
+        nodeport_chain_invalidation(),
         nodeport_etp_local(),
         clusterip_from_pod(),
         node_to_service_vip(),

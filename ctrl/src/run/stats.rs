@@ -34,8 +34,14 @@ fn drops_json(s: &WorkerStats) -> Value {
     Value::Object(m)
 }
 
+/// Passes served from the flow caches: exact-match and megaflow lookups
+/// that hit, and passes replayed from a chain (`datapath::cache::chain`).
+fn cache_hits(s: &WorkerStats) -> u64 {
+    s.cache.emc_hits + s.cache.megaflow_hits + s.cache.chain_passes
+}
+
 fn worker_json(s: &WorkerStats) -> Value {
-    let hits = s.cache.emc_hits + s.cache.megaflow_hits;
+    let hits = cache_hits(s);
     json!({
         "worker": s.worker,
         "generation": s.generation,
@@ -51,6 +57,8 @@ fn worker_json(s: &WorkerStats) -> Value {
         "drops": drops_json(s),
         "cache": {
             "emc_hits": s.cache.emc_hits, "megaflow_hits": s.cache.megaflow_hits,
+            "chain_hits": s.cache.chain_hits, "chain_passes": s.cache.chain_passes,
+            "chain_diverged": s.cache.chain_diverged,
             "misses": s.cache.misses, "upcalls": s.cache.misses,
             "inserts": s.cache.inserts, "flushes": s.cache.flushes,
             "entries": s.cache_entries, "masks": s.cache_masks,
@@ -80,7 +88,7 @@ fn worker_json(s: &WorkerStats) -> Value {
 /// Counters as one JSON object: `{"generation", "workers": [...], "total"}`.
 pub fn to_json(workers: &[WorkerStats], generation: u64) -> Value {
     let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
-    let hits = sum(&|s| s.cache.emc_hits + s.cache.megaflow_hits);
+    let hits = sum(&cache_hits);
     let misses = sum(&|s| s.cache.misses);
     json!({
         "generation": generation,
@@ -107,7 +115,7 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
     );
     let (mut rx, mut tx, mut hits, mut misses, mut ct) = (0, 0, 0, 0, 0);
     for s in workers {
-        let h = s.cache.emc_hits + s.cache.megaflow_hits;
+        let h = cache_hits(s);
         rx += s.exec.rx;
         tx += s.exec.tx;
         hits += h;
@@ -121,10 +129,12 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
         );
         let _ = writeln!(
             o,
-            "  cache: hits {} (emc {}, megaflow {}), misses/upcalls {}, hit rate {:.1}%, {} megaflows, {} masks, {} flushes",
+            "  cache: hits {} (emc {}, megaflow {}, chain {} in {} packets), misses/upcalls {}, hit rate {:.1}%, {} megaflows, {} masks, {} flushes",
             h,
             s.cache.emc_hits,
             s.cache.megaflow_hits,
+            s.cache.chain_passes,
+            s.cache.chain_hits + s.cache.chain_diverged,
             s.cache.misses,
             hit_rate(h, s.cache.misses),
             s.cache_entries,

@@ -26,6 +26,9 @@
 
 use hashbrown::HashMap;
 
+pub mod chain;
+pub use chain::{ChainCache, ChainStep, CtExpect, Recorder};
+
 use crate::key::{FlowKey, KEY_WORDS};
 use crate::pipeline::xlate::Xlation;
 
@@ -53,6 +56,14 @@ pub struct CacheStats {
     pub inserts: u64,
     /// Whole-cache flushes (generation change or capacity).
     pub flushes: u64,
+    /// Packets whose whole walk replayed a recorded chain (see [`chain`]).
+    pub chain_hits: u64,
+    /// Passes served by chain replays (hits that made no emc/megaflow
+    /// lookup).
+    pub chain_passes: u64,
+    /// Chain replays that met a different conntrack answer and finished on
+    /// the ordinary path (the chain is dropped).
+    pub chain_diverged: u64,
 }
 
 const EMC_SLOTS: usize = 8192;
@@ -67,6 +78,8 @@ pub struct MegaflowCache {
     epoch: u64,
     emc: Vec<Option<(FlowKey, EntryIdx)>>,
     emc_enabled: bool,
+    /// Whole-walk chains over this cache's entries.
+    pub chains: ChainCache,
     /// Counters.
     pub stats: CacheStats,
 }
@@ -87,6 +100,7 @@ impl MegaflowCache {
                 Vec::new()
             },
             emc_enabled: emc,
+            chains: ChainCache::new(capacity),
             stats: CacheStats::default(),
         }
     }
@@ -105,6 +119,7 @@ impl MegaflowCache {
         self.epoch += 1;
         self.subtables.clear();
         self.entries.clear();
+        self.chains.clear();
         for e in self.emc.iter_mut() {
             *e = None;
         }

@@ -10,7 +10,7 @@ use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::udp::{self, UdpPacket};
-use crate::wire::{be16, set_be16};
+use crate::wire::{be16, be32, set_be16};
 use conntrack::{CtPacket, L4 as CtL4, Rewrite, TcpInfo, Tuple};
 
 /// The conntrack view of the packet. `valid` is false unless the packet is
@@ -102,6 +102,35 @@ pub fn ct_packet(pkt: &[u8], layout: &Layout) -> CtPacket {
     }
     out.valid = valid;
     out
+}
+
+/// Bring `cp`, the [`ct_packet`] of this packet taken before some header
+/// rewrites, up to date without re-verifying checksums: for an unfragmented
+/// TCP or UDP packet only the outer tuple can have changed (no action writes
+/// TCP flags, sequence numbers or lengths), and validity cannot have: every
+/// rewrite updates the IPv4 and L4 checksums by RFC 1624 equation 3, which
+/// keeps the one's-complement sum of the covered data, so a correct checksum
+/// stays correct and a wrong one stays wrong by the same amount (a UDP
+/// checksum of 0, "none", is never touched, and one in use never becomes 0).
+/// `false` (and `cp` untouched) for anything else: call [`ct_packet`].
+#[inline]
+pub fn refresh_ct_packet(pkt: &[u8], layout: &Layout, cp: &mut CtPacket) -> bool {
+    if layout.fragment
+        || !matches!(
+            (layout.proto, cp.l4),
+            (Proto::Tcp, CtL4::Tcp(_)) | (Proto::Udp, CtL4::Udp)
+        )
+        || !layout.fits(pkt.len())
+        || layout.l4 + 4 > layout.ip_end
+    {
+        return false;
+    }
+    let l3 = layout.l3;
+    cp.tuple.src = be32(pkt, l3 + ipv4::field::SRC);
+    cp.tuple.dst = be32(pkt, l3 + ipv4::field::DST);
+    cp.tuple.sport = be16(pkt, layout.l4);
+    cp.tuple.dport = be16(pkt, layout.l4 + 2);
+    true
 }
 
 /// The tuple of the packet quoted in an ICMP error, as OVS's conntrack

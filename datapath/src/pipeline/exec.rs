@@ -13,7 +13,7 @@ use conntrack::{PktCtMeta, Shard, cs};
 use super::Pipeline;
 use super::learn::{LearnEvent, REFRESH_MS};
 use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
-use crate::cache::MegaflowCache;
+use crate::cache::{CtExpect, MegaflowCache, Recorder};
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
 use crate::key::{self, FlowKey, slot};
@@ -137,7 +137,35 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         };
         let mut md = PktCtMeta::default();
         let (tx0, punts0, drops0) = (self.stats.tx, self.stats.punts, self.stats.drops.total());
-        self.pass(pkt, &layout, key, 0, &mut md, 0, sink, &mut trace);
+        match self.cache.as_deref().filter(|_| trace.is_none()) {
+            Some(c) => {
+                // Through the cache: replay the whole walk's chain if one is
+                // recorded for this key, else walk it pass by pass and
+                // record it.
+                let epoch = c.epoch();
+                if !self.replay_chain(pkt, &layout, &key, sink) {
+                    let mut rec = Recorder::new(epoch);
+                    self.pass(
+                        pkt,
+                        &layout,
+                        key,
+                        0,
+                        &mut md,
+                        0,
+                        sink,
+                        &mut trace,
+                        Some(&mut rec),
+                    );
+                    if let Some(c) = self.cache.as_deref_mut()
+                        && rec.ok
+                        && c.epoch() == rec.epoch
+                    {
+                        c.chains.insert(&key, rec.steps());
+                    }
+                }
+            }
+            None => self.pass(pkt, &layout, key, 0, &mut md, 0, sink, &mut trace, None),
+        }
         // A packet that went nowhere counts one reason: the one its walk
         // recorded (table miss, explicit drop, ...), else `no_output`.
         if self.stats.tx == tx0 && self.stats.punts == punts0 && self.stats.drops.total() == drops0
@@ -157,6 +185,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         recirc_depth: u32,
         sink: &mut dyn Sink,
         trace: &mut Option<&mut Vec<TracePass>>,
+        mut rec: Option<&mut Recorder>,
     ) {
         self.stats.passes += 1;
         // Translate, through the cache when there is one and no trace is
@@ -187,8 +216,14 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                     report_learn(&mut self.scratch.learn_events, e, &key, all);
                 }
                 cached = Some((idx, c.epoch()));
+                if let Some(r) = rec.as_deref_mut() {
+                    r.pass(idx);
+                }
             }
             _ => {
+                if let Some(r) = rec.as_deref_mut() {
+                    r.ok = false;
+                }
                 let mut events = Vec::new();
                 let xl = xlate(
                     self.pipeline,
@@ -278,24 +313,9 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 }
                 DpAction::CtClear => *md = PktCtMeta::default(),
                 DpAction::Ct { call, recirc } => {
-                    if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
-                        let cp = extract::ct_packet(pkt, layout);
-                        let res = self.ct.execute(&cp, md, call, self.now_ms);
-                        if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
-                            self.stats.drops.bump(DropReason::CtNatExhausted);
-                            return;
-                        }
-                        if let Some(rw) = &res.rewrite {
-                            extract::apply_rewrite(pkt, layout, rw);
-                        }
-                    } else {
-                        // Not IPv4: conntrack cannot track it.
-                        if md.zone != call.zone {
-                            *md = PktCtMeta::default();
-                        }
-                        md.zone = call.zone;
-                        md.state = cs::TRK | cs::INV;
-                    }
+                    let Ok(rw) = self.run_ct(pkt, layout, &key, md, call) else {
+                        return;
+                    };
                     if let (Some(t), Some(i)) = (trace.as_deref_mut(), slot_idx) {
                         t[i].ct_results.push(*md);
                     }
@@ -308,10 +328,16 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         let mut k2 = FlowKey::ZERO;
                         let in_port = r.frozen.get(slot::IN_PORT) as u32;
                         let Ok(l2) = extract::extract(pkt, in_port, &mut k2) else {
+                            if let Some(r) = rec.as_deref_mut() {
+                                r.ok = false;
+                            }
                             continue;
                         };
                         restore_metadata(&mut k2, &r.frozen, r.table, md);
                         let mut md2 = *md;
+                        if let Some(r) = rec.as_deref_mut() {
+                            r.pending = CtExpect::new(md, rw);
+                        }
                         if ai == n_actions {
                             // Last action: the packet itself recirculates
                             // (no copy), as in dpif-netdev.
@@ -324,8 +350,12 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                                 recirc_depth + 1,
                                 sink,
                                 trace,
+                                rec.as_deref_mut(),
                             );
                         } else {
+                            if let Some(r) = rec.as_deref_mut() {
+                                r.ok = false;
+                            }
                             // A fork: the copy goes into this depth's scratch
                             // buffer (allocated once, reused for every packet).
                             let d = recirc_depth as usize;
@@ -341,6 +371,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                                 recirc_depth + 1,
                                 sink,
                                 trace,
+                                None,
                             );
                             self.scratch.bufs[d] = buf;
                         }
@@ -348,6 +379,176 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 }
             }
         }
+    }
+}
+
+impl<P: PortSet + ?Sized> Engine<'_, P> {
+    /// Run one `ct()` on the packet (conntrack, then its NAT rewrite on the
+    /// bytes), updating `md`. `Err` when conntrack drops the packet (counted
+    /// here); else the rewrite it applied.
+    #[inline]
+    fn run_ct(
+        &mut self,
+        pkt: &mut [u8],
+        layout: &Layout,
+        key: &FlowKey,
+        md: &mut PktCtMeta,
+        call: &conntrack::CtCall,
+    ) -> Result<Option<conntrack::Rewrite>, ()> {
+        if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
+            let cp = extract::ct_packet(pkt, layout);
+            let res = self.ct.execute(&cp, md, call, self.now_ms);
+            if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
+                self.stats.drops.bump(DropReason::CtNatExhausted);
+                return Err(());
+            }
+            if let Some(rw) = &res.rewrite {
+                extract::apply_rewrite(pkt, layout, rw);
+            }
+            Ok(res.rewrite)
+        } else {
+            // Not IPv4: conntrack cannot track it.
+            if md.zone != call.zone {
+                *md = PktCtMeta::default();
+            }
+            md.zone = call.zone;
+            md.state = cs::TRK | cs::INV;
+            Ok(None)
+        }
+    }
+
+    /// Replay the chain recorded for first-pass key `key` (see
+    /// [`crate::cache::chain`]): the recorded passes' actions in order, every
+    /// `ct()` executed for real, and at each recirculation a check that
+    /// conntrack answered as recorded; where it did not, the walk continues
+    /// on the ordinary path and the chain is dropped. `false` when there is
+    /// no chain for `key`.
+    fn replay_chain(
+        &mut self,
+        pkt: &mut [u8],
+        layout: &Layout,
+        key: &FlowKey,
+        sink: &mut dyn Sink,
+    ) -> bool {
+        let Some(cache) = self.cache.as_deref() else {
+            return false;
+        };
+        let Some(chain) = cache.chains.lookup(key) else {
+            return false;
+        };
+        let mut md = PktCtMeta::default();
+        let mut step = 0;
+        // The conntrack view of the packet, parsed (checksums verified) at
+        // the first ct() and refreshed from the bytes at the next ones.
+        let mut cp: Option<conntrack::CtPacket> = None;
+        // Where the walk left the chain: the recirculation to continue from.
+        let resume = 'passes: loop {
+            let x = cache.entry(chain[step].entry);
+            self.stats.passes += 1;
+            for n in &x.notes {
+                self.stats.drops.bump(*n);
+            }
+            if let Some(e) = x.error {
+                self.stats.drops.bump(e);
+                break None;
+            }
+            let mut next = false;
+            for a in x.actions.iter() {
+                match a {
+                    DpAction::Set { from, to } => {
+                        extract::commit(pkt, layout, from, to);
+                        if rewrites_conn_key(from, to, key) {
+                            md.conn = None;
+                        }
+                    }
+                    DpAction::Output(port) => {
+                        self.stats.tx += 1;
+                        sink.output(*port, pkt);
+                    }
+                    DpAction::Punt => {
+                        self.stats.punts += 1;
+                        self.stats.drops.bump(DropReason::ControllerPunt);
+                    }
+                    DpAction::CtClear => md = PktCtMeta::default(),
+                    DpAction::Ct { call, recirc } => {
+                        // Inlined `Self::run_ct` (it borrows all of `self`, and
+                        // `cache` is borrowed here).
+                        let rw = if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
+                            let fresh = match cp.as_mut() {
+                                Some(p) => extract::refresh_ct_packet(pkt, layout, p),
+                                None => false,
+                            };
+                            let p = match cp {
+                                Some(p) if fresh => p,
+                                _ => *cp.insert(extract::ct_packet(pkt, layout)),
+                            };
+                            debug_assert_eq!(p, extract::ct_packet(pkt, layout));
+                            let res = self.ct.execute(&p, &mut md, call, self.now_ms);
+                            if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
+                                self.stats.drops.bump(DropReason::CtNatExhausted);
+                                break 'passes None;
+                            }
+                            if let Some(rw) = &res.rewrite {
+                                extract::apply_rewrite(pkt, layout, rw);
+                            }
+                            res.rewrite
+                        } else {
+                            if md.zone != call.zone {
+                                md = PktCtMeta::default();
+                            }
+                            md.zone = call.zone;
+                            md.state = cs::TRK | cs::INV;
+                            None
+                        };
+                        if let Some(r) = recirc {
+                            if step as u32 >= MAX_RECIRC_DEPTH {
+                                self.stats.drops.bump(DropReason::RecircDepth);
+                                continue;
+                            }
+                            self.stats.recircs += 1;
+                            // A recorded chain never forks, so this is the
+                            // pass's last action.
+                            match chain.get(step + 1) {
+                                Some(s) if s.expect == CtExpect::new(&md, rw) => next = true,
+                                _ => break 'passes Some((*r, step as u32)),
+                            }
+                        }
+                    }
+                }
+            }
+            if !next {
+                break None;
+            }
+            step += 1;
+        };
+        let c = self.cache.as_deref_mut().expect("checked above");
+        c.stats.chain_passes += step as u64 + 1;
+        match resume {
+            None => c.stats.chain_hits += 1,
+            Some((r, depth)) => {
+                c.stats.chain_diverged += 1;
+                c.chains.remove(key);
+                // Continue exactly as the ordinary path does after this
+                // recirculation's ct().
+                let mut k2 = FlowKey::ZERO;
+                let in_port = r.frozen.get(slot::IN_PORT) as u32;
+                if let Ok(l2) = extract::extract(pkt, in_port, &mut k2) {
+                    restore_metadata(&mut k2, &r.frozen, r.table, &md);
+                    self.pass(
+                        pkt,
+                        &l2,
+                        k2,
+                        r.table,
+                        &mut md,
+                        depth + 1,
+                        sink,
+                        &mut None,
+                        None,
+                    );
+                }
+            }
+        }
+        true
     }
 }
 
@@ -418,6 +619,62 @@ mod tests {
         let mut pkt = PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1, 2).build();
         e.process(&mut pkt, 1, &mut |_: u32, _: &[u8]| {}, None);
         stats
+    }
+
+    /// The chain cache replays a walk only while conntrack answers as
+    /// recorded: a new connection's chain diverges on its next packet
+    /// (now established), an established one replays, a flush makes it
+    /// diverge again, and a pipeline generation change drops every chain.
+    #[test]
+    fn chains_replay_until_conntrack_answers_differently() {
+        let flows = "table=0,ip,actions=ct(zone=1,table=1)\n\
+                     table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit),output:2\n\
+                     table=1,ct_state=+trk+est,ip,actions=mod_nw_tos:8,output:2\n";
+        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let mut ct = Shard::default();
+        let mut stats = ExecStats::default();
+        let mut scratch = Scratch::default();
+        let mut cache = MegaflowCache::new(64, true);
+        let ports = [1u32, 2];
+        let fwd = PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1, 2).build();
+        let rpl = PacketBuilder::udp(2u64, 1u64, 0x0a00_0002u32, 0x0a00_0001u32, 2, 1).build();
+        let mut send = |ct: &mut Shard, cache: &mut MegaflowCache, pkt0: &[u8]| {
+            let mut outs = Vec::new();
+            let mut e = Engine {
+                pipeline: &p,
+                ports: &ports[..],
+                ct,
+                now_ms: 0,
+                stats: &mut stats,
+                cache: Some(cache),
+                scratch: &mut scratch,
+            };
+            let mut pkt = pkt0.to_vec();
+            e.process(
+                &mut pkt,
+                1,
+                &mut |port: u32, b: &[u8]| outs.push((port, b[15])),
+                None,
+            );
+            (outs, cache.stats.chain_hits, cache.stats.chain_diverged)
+        };
+        // New: recorded with ct_state=new.
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 0)], 0, 0));
+        // Still new (OVS: one-way UDP stays +new until a reply): replayed.
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 0)], 1, 0));
+        assert_eq!(send(&mut ct, &mut cache, &rpl), (vec![(2, 8)], 1, 0));
+        // Established now: the replay diverges at the recirculation and the
+        // ordinary path takes the +est flow (TOS rewritten).
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 8)], 1, 1));
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 8)], 1, 1));
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 8)], 2, 1));
+        assert_eq!(ct.len(), 1);
+        ct.flush(None, None);
+        assert_eq!(send(&mut ct, &mut cache, &fwd), (vec![(2, 0)], 2, 2));
+        assert_eq!(ct.len(), 1, "committed again on the ordinary path");
+        assert!(!cache.chains.is_empty());
+        cache.sync_generation(7);
+        assert!(cache.chains.is_empty(), "a new pipeline drops every chain");
     }
 
     #[test]

@@ -1,0 +1,192 @@
+//! The chain cache: a per-core exact-match cache of a packet's whole walk
+//! through the pipeline — every pass, across recirculations — keyed by the
+//! flow key of its first pass.
+//!
+//! A megaflow covers one pass. A NodePort packet makes six (one per
+//! `ct(table=N)`), and through the megaflow cache each pass still costs a
+//! re-extraction of the key, a metadata restore and a cache probe. A chain
+//! records, for a packet whose walk forked nowhere, which megaflow entry
+//! each pass used and what conntrack answered at each recirculation (the
+//! ct fields the next pass's key is built from, and the NAT rewrite
+//! applied to the bytes). The next packet with the same first-pass key
+//! runs the same entries' actions in order — every `ct()` still executes
+//! against the shard, so TCP tracking, timeouts, counters, NAT and
+//! mark/label commits happen exactly as before — and at each
+//! recirculation checks that conntrack answered as recorded. If it did, the
+//! next pass's key would be the recorded one (it is built from the packet's
+//! header fields, which the recorded rewrites determine, the frozen
+//! metadata and those ct fields), so its megaflow entry is the recorded one
+//! and no key is built. If it did not (connection closed, expired, flushed,
+//! re-created with another NAT mapping, mark/label changed, window check
+//! failed), the walk continues on the ordinary path from that
+//! recirculation and the chain is dropped.
+//!
+//! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
+//! (one per worker) and refers to its entries by index, so it is cleared
+//! whenever the megaflow cache is (pipeline generation change, capacity).
+//! Eviction: at most `capacity` chains; when full, all chains are dropped
+//! (megaflows stay).
+//!
+//! Memory: one chain costs its key (168 bytes), a map slot and 80 bytes
+//! per pass (about 900 bytes for the six-pass NodePort walk).
+//!
+//! [`MegaflowCache`]: super::MegaflowCache
+
+use conntrack::{PktCtMeta, Rewrite, Tuple};
+use hashbrown::HashMap;
+
+use super::EntryIdx;
+use crate::key::FlowKey;
+use crate::pipeline::exec::MAX_RECIRC_DEPTH;
+
+/// Most passes a chain can hold: the first plus one per recirculation.
+pub const MAX_PASSES: usize = MAX_RECIRC_DEPTH as usize + 1;
+
+/// What conntrack answered at a recirculation, in the parts the next pass
+/// depends on: the ct fields of its key and the header rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtExpect {
+    label: u128,
+    mark: u32,
+    zone: u16,
+    state: u8,
+    orig: Option<Tuple>,
+    rewrite: Option<Rewrite>,
+}
+
+impl CtExpect {
+    /// The expectation for conntrack metadata `md` and rewrite `rw`.
+    #[inline]
+    pub fn new(md: &PktCtMeta, rw: Option<Rewrite>) -> CtExpect {
+        CtExpect {
+            label: md.label,
+            mark: md.mark,
+            zone: md.zone,
+            state: md.state,
+            orig: md.orig,
+            rewrite: rw,
+        }
+    }
+}
+
+/// One pass of a chain: the megaflow entry it ran and, for every pass but
+/// the first, what conntrack answered at the recirculation that started it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainStep {
+    /// Megaflow entry of the pass.
+    pub entry: EntryIdx,
+    /// Conntrack's answer before the pass (unused for the first pass).
+    pub expect: CtExpect,
+}
+
+/// A chain being recorded by the ordinary path.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Still recordable (no fork, no trace, no cache flush, no failed
+    /// re-extraction).
+    pub ok: bool,
+    /// The megaflow cache epoch when recording started.
+    pub epoch: u64,
+    /// The expectation for the next pass (set at a recirculation).
+    pub pending: CtExpect,
+    len: usize,
+    steps: [ChainStep; MAX_PASSES],
+}
+
+impl Recorder {
+    /// An empty recording under cache epoch `epoch`.
+    pub fn new(epoch: u64) -> Recorder {
+        Recorder {
+            ok: true,
+            epoch,
+            pending: CtExpect::default(),
+            len: 0,
+            steps: [ChainStep::default(); MAX_PASSES],
+        }
+    }
+
+    /// A pass started on megaflow entry `entry`.
+    #[inline]
+    pub fn pass(&mut self, entry: EntryIdx) {
+        if self.len == MAX_PASSES {
+            self.ok = false;
+            return;
+        }
+        self.steps[self.len] = ChainStep {
+            entry,
+            expect: self.pending,
+        };
+        self.len += 1;
+    }
+
+    /// The recorded passes.
+    pub fn steps(&self) -> &[ChainStep] {
+        &self.steps[..self.len]
+    }
+}
+
+/// Index of a chain (valid until the chain cache is next cleared).
+pub type ChainIdx = u32;
+
+/// The chains of one core.
+#[derive(Debug)]
+pub struct ChainCache {
+    map: HashMap<FlowKey, (u32, u8)>,
+    steps: Vec<ChainStep>,
+    capacity: usize,
+}
+
+impl ChainCache {
+    /// At most `capacity` chains.
+    pub fn new(capacity: usize) -> ChainCache {
+        ChainCache {
+            map: HashMap::new(),
+            steps: Vec::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Drop every chain.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.steps.clear();
+    }
+
+    /// Number of chains.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The chain recorded for first-pass key `key`.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<&[ChainStep]> {
+        let &(start, len) = self.map.get(key)?;
+        Some(&self.steps[start as usize..start as usize + len as usize])
+    }
+
+    /// Record `steps` for first-pass key `key`.
+    #[cold]
+    pub fn insert(&mut self, key: &FlowKey, steps: &[ChainStep]) {
+        if steps.is_empty() {
+            return;
+        }
+        if self.map.len() >= self.capacity || self.steps.len() >= self.capacity * MAX_PASSES {
+            self.clear();
+        }
+        let start = self.steps.len() as u32;
+        self.steps.extend_from_slice(steps);
+        self.map.insert(*key, (start, steps.len() as u8));
+    }
+
+    /// Forget the chain of `key` (its steps stay allocated until the next
+    /// clear).
+    #[cold]
+    pub fn remove(&mut self, key: &FlowKey) {
+        self.map.remove(key);
+    }
+}
