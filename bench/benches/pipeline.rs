@@ -1,8 +1,9 @@
 //! Pipeline benchmarks on the seeds' NodePort ETP Cluster chain (three
 //! conntrack zones, SNAT to the gateway IP, endpoint DNAT): an established
 //! client data packet, (a) through the plain interpreter (translate every
-//! pass) and (b) through the per-core megaflow cache. (a) is the baseline
-//! the cache is measured against, in the same run.
+//! pass), (b) through the per-core megaflow cache pass by pass (chain cache
+//! off) and (c) with the chain cache replaying the whole walk. (a) and (b)
+//! are the baselines, measured in the same run.
 
 use bench::nodeport::NodePort;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -20,10 +21,17 @@ fn nodeport_established(c: &mut Criterion) {
     let numbers = ports.numbers();
     let mut g = c.benchmark_group("nodeport_chain_established");
     g.throughput(Throughput::Elements(1));
-    for cached in [false, true] {
+    for (name, cached, chains) in [
+        ("interpreter", false, false),
+        ("megaflow_cache", true, false),
+        ("chain_cache", true, true),
+    ] {
         let mut r = Replayer::new(&p, &ports);
         if cached {
             r = r.with_cache();
+        }
+        if !chains {
+            r.cache = r.cache.map(|c| c.with_chain_capacity(0));
         }
         r.run(&prefix);
         let mut stats = ExecStats::default();
@@ -47,14 +55,7 @@ fn nodeport_established(c: &mut Criterion) {
         };
         run_once(&mut buf, &mut outs);
         assert_eq!(outs, 1, "the established packet is forwarded once");
-        g.bench_function(
-            if cached {
-                "megaflow_cache"
-            } else {
-                "interpreter"
-            },
-            |b| b.iter(|| run_once(&mut buf, &mut outs)),
-        );
+        g.bench_function(name, |b| b.iter(|| run_once(&mut buf, &mut outs)));
     }
     g.finish();
 }

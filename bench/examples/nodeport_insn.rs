@@ -4,10 +4,11 @@
 //! the difference, so setup cancels out).
 //!
 //! ```text
-//! nodeport_insn [PACKETS]     (default 10000)
+//! nodeport_insn [PACKETS] [megaflow]     (default 10000)
 //! ```
 //! Replays the scenario's handshake, then sends its established client data
-//! packet PACKETS times through the megaflow-cached engine.
+//! packet PACKETS times through the cached engine (megaflow + chain cache;
+//! with `megaflow`, chain cache off: every pass probes the megaflow cache).
 
 use bench::nodeport::NodePort;
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
@@ -25,7 +26,11 @@ fn main() {
         in_port,
     } = NodePort::load();
     let numbers = ports.numbers();
+    let chains = std::env::args().nth(2).as_deref() != Some("megaflow");
     let mut r = Replayer::new(&p, &ports).with_cache();
+    if !chains {
+        r.cache = r.cache.map(|c| c.with_chain_capacity(0));
+    }
     r.run(&prefix);
     let mut stats = ExecStats::default();
     let mut cache = r.cache.take();

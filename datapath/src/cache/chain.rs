@@ -137,13 +137,19 @@ pub struct ChainCache {
 }
 
 impl ChainCache {
-    /// At most `capacity` chains.
+    /// At most `capacity` chains; 0 turns chains off (every packet walks
+    /// pass by pass through the megaflow cache).
     pub fn new(capacity: usize) -> ChainCache {
         ChainCache {
             map: HashMap::new(),
             steps: Vec::new(),
-            capacity: capacity.max(1),
+            capacity,
         }
+    }
+
+    /// Whether chains are on (capacity above 0).
+    pub fn enabled(&self) -> bool {
+        self.capacity != 0
     }
 
     /// Drop every chain.
@@ -165,6 +171,9 @@ impl ChainCache {
     /// The chain recorded for first-pass key `key`.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<&[ChainStep]> {
+        if self.capacity == 0 {
+            return None;
+        }
         let &(start, len) = self.map.get(key)?;
         Some(&self.steps[start as usize..start as usize + len as usize])
     }
@@ -172,7 +181,7 @@ impl ChainCache {
     /// Record `steps` for first-pass key `key`.
     #[cold]
     pub fn insert(&mut self, key: &FlowKey, steps: &[ChainStep]) {
-        if steps.is_empty() {
+        if steps.is_empty() || self.capacity == 0 {
             return;
         }
         if self.map.len() >= self.capacity || self.steps.len() >= self.capacity * MAX_PASSES {

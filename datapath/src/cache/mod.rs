@@ -105,6 +105,13 @@ impl MegaflowCache {
         }
     }
 
+    /// Hold at most `n` chains (default: the megaflow capacity); 0 turns
+    /// the chain cache off.
+    pub fn with_chain_capacity(mut self, n: usize) -> Self {
+        self.chains = ChainCache::new(n);
+        self
+    }
+
     /// Drop every entry if `generation` differs from the one the entries
     /// were built under.
     pub fn sync_generation(&mut self, generation: u64) {

@@ -137,7 +137,11 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         };
         let mut md = PktCtMeta::default();
         let (tx0, punts0, drops0) = (self.stats.tx, self.stats.punts, self.stats.drops.total());
-        match self.cache.as_deref().filter(|_| trace.is_none()) {
+        match self
+            .cache
+            .as_deref()
+            .filter(|c| trace.is_none() && c.chains.enabled())
+        {
             Some(c) => {
                 // Through the cache: replay the whole walk's chain if one is
                 // recorded for this key, else walk it pass by pass and
