@@ -21,6 +21,11 @@
 //! failed), the walk continues on the ordinary path from that
 //! recirculation and the chain is dropped.
 //!
+//! Walks that fork (a `ct(table=N)` that is not its pass's last action), that
+//! are traced, or whose passes carry learn bookkeeping (`learn()` actions,
+//! learned flows whose use refreshes their timeouts) are never recorded:
+//! they take the pass-by-pass path every time.
+//!
 //! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
 //! (one per worker) and refers to its entries by index, so it is cleared
 //! whenever the megaflow cache is (pipeline generation change, capacity).

@@ -209,6 +209,11 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                     self.stats.drops.bump(*n);
                 }
                 if c.entry(idx).has_learn_events() {
+                    // A walk with learn bookkeeping is never a chain: its
+                    // passes must report (below) on every packet.
+                    if let Some(r) = rec.as_deref_mut() {
+                        r.ok = false;
+                    }
                     // A cached pass reports at most every REFRESH_MS, as OVS
                     // pushes a megaflow's stats to its rules (and re-runs its
                     // learns) when it revalidates.
