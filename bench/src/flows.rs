@@ -54,6 +54,46 @@ impl FlowSet {
     }
 }
 
+/// `flows` distinct 5-tuples spread over `dports` consecutive destination
+/// ports: flow `i` goes to port `dport + i % dports` from the source pair
+/// `i / dports` of a [`FlowSet`] just big enough, so every destination port
+/// sees `flows / dports` distinct sources (each Service's SNAT needs a port
+/// per connection: ~64k per Service at most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSpread {
+    /// Source pairs.
+    pub sources: FlowSet,
+    /// First destination port.
+    pub dport: u16,
+    /// Number of destination ports (>= 1).
+    pub dports: u16,
+    /// Number of flows (>= 1).
+    pub flows: u64,
+}
+
+impl FlowSpread {
+    /// `flows` flows from `src_ip:src_port` up, over `dports` ports from `dport`.
+    pub fn new(src_ip: Ipv4Addr, src_port: u16, flows: u32, dport: u16, dports: u16) -> FlowSpread {
+        let flows = flows.max(1);
+        let dports = dports.max(1);
+        FlowSpread {
+            sources: FlowSet::with_flows(src_ip, src_port, flows.div_ceil(u32::from(dports))),
+            dport,
+            dports,
+            flows: u64::from(flows),
+        }
+    }
+
+    /// The `i`-th flow (wrapping after `flows`): source address, source
+    /// port, destination port.
+    pub fn flow(&self, i: u64) -> (Ipv4Addr, u16, u16) {
+        let i = i % self.flows;
+        let d = u64::from(self.dports);
+        let (ip, sport) = self.sources.flow(i / d);
+        (ip, sport, self.dport.wrapping_add((i % d) as u16))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +132,21 @@ mod tests {
         let distinct: std::collections::HashSet<_> = (0..100_000).map(|i| s.flow(i)).collect();
         assert_eq!(distinct.len(), 100_000);
         assert_eq!(FlowSet::with_flows(Ipv4Addr::LOCALHOST, 9, 1).len(), 1);
+    }
+
+    #[test]
+    fn spread_is_distinct_and_wraps_at_the_flow_count() {
+        let s = FlowSpread::new(Ipv4Addr::new(10, 0, 0, 1), 1024, 100_000, 30232, 2);
+        let all: std::collections::HashSet<_> = (0..100_000).map(|i| s.flow(i)).collect();
+        assert_eq!(all.len(), 100_000);
+        let per_port = all.iter().filter(|f| f.2 == 30233).count();
+        assert_eq!(per_port, 50_000);
+        assert_eq!(s.flow(100_000), s.flow(0));
+        // 129,024 source pairs would exist with 2 addresses; only 100,000 flows are used.
+        let one = FlowSpread::new(Ipv4Addr::new(10, 0, 0, 1), 1024, 100_000, 9, 1);
+        assert_eq!(one.flow(100_000), one.flow(0));
+        assert_eq!(one.flow(64_512).0, Ipv4Addr::new(10, 0, 0, 2));
+        let single = FlowSpread::new(Ipv4Addr::LOCALHOST, 9, 1, 30232, 2);
+        assert_eq!(single.flow(7), (Ipv4Addr::LOCALHOST, 9, 30232));
     }
 }

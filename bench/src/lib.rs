@@ -7,9 +7,12 @@
 //! a sequence number and a timestamp into a prebuilt frame (checksums fixed
 //! up), and on the far side the sink parses the stamp back
 //! ([`template::Stamp::parse`]) and folds it into a [`summary::SinkStats`].
+//! `flowpath-connrate` (src/bin/connrate.rs) measures TCP connection setup
+//! rate through a datapath and counts into a [`connrate::ConnStats`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connrate;
 pub mod flows;
 pub mod nodeport;
 pub mod rate;

@@ -139,6 +139,14 @@ impl Template {
     /// Writes the frame for one packet into `buf` (at least [`Self::len`]
     /// bytes): flow, stamp, checksums.
     pub fn write(&self, buf: &mut [u8], src: Ipv4Addr, sport: u16, stamp: Stamp) {
+        let l4 = ETH + IP;
+        let dport = u16::from_be_bytes([self.frame[l4 + 2], self.frame[l4 + 3]]);
+        self.write_flow(buf, src, sport, dport, stamp);
+    }
+
+    /// [`Self::write`] with another destination port than the template's
+    /// (a generator spreading flows over several Services).
+    pub fn write_flow(&self, buf: &mut [u8], src: Ipv4Addr, sport: u16, dport: u16, stamp: Stamp) {
         let buf = &mut buf[..self.frame.len()];
         buf.copy_from_slice(&self.frame);
         buf[ETH + 12..ETH + 16].copy_from_slice(&src.octets());
@@ -146,6 +154,7 @@ impl Template {
         buf[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
         let l4 = ETH + IP;
         buf[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        buf[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
         let p = l4 + self.proto.l4_len() + 2;
         buf[p..p + 8].copy_from_slice(&stamp.seq.to_be_bytes());
         buf[p + 8..p + 16].copy_from_slice(&stamp.tx_ns.to_be_bytes());
@@ -259,6 +268,23 @@ mod tests {
             assert_eq!(fold(pseudo + sum(seg)), 0xffff, "{p:?}");
             assert_eq!(Stamp::parse(&b), Some(stamp));
         }
+    }
+
+    #[test]
+    fn write_flow_sets_the_destination_port_under_the_checksum() {
+        let t = Template::new(&spec(Proto::TcpSyn, 60));
+        let mut b = vec![0u8; t.len()];
+        let stamp = Stamp { seq: 3, tx_ns: 4 };
+        t.write_flow(&mut b, Ipv4Addr::new(10, 1, 2, 3), 5000, 30233, stamp);
+        assert_eq!(&b[36..38], &30233u16.to_be_bytes());
+        let seg = &b[34..];
+        assert_eq!(
+            fold(sum(&b[26..34]) + 6 + seg.len() as u32 + sum(seg)),
+            0xffff
+        );
+        let mut w = vec![0u8; t.len()];
+        t.write(&mut w, Ipv4Addr::new(10, 1, 2, 3), 5000, stamp);
+        assert_eq!(&w[36..38], &30232u16.to_be_bytes());
     }
 
     #[test]

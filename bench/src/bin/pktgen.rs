@@ -1,15 +1,16 @@
 //! `flowpath-pktgen`: a pktgen-style traffic generator and sink over AF_XDP.
 //!
 //! ```text
-//! flowpath-pktgen gen  <ifname> --dst-mac MAC --dst IP [--dport N] [--src IP] [--sport N]
-//!                      [--flows N] [--proto udp|syn|ack|tcp] [--size BYTES] [--burst N]
+//! flowpath-pktgen gen  <ifname> --dst-mac MAC --dst IP [--dport N] [--dports N] [--src IP]
+//!                      [--sport N] [--flows N] [--proto udp|syn|ack|tcp] [--size BYTES] [--burst N]
 //!                      [--rate PPS] [--secs S | --count N] [--queue Q] [--mode auto|native|skb]
 //!                      [--netns NS] [--src-mac MAC]
 //! flowpath-pktgen sink <ifname> [--secs S] [--idle S] [--sent N] [--queue Q] [--mode M] [--netns NS]
 //! ```
 //!
-//! The generator cycles through `--flows` (source address, source port)
-//! pairs, stamps each packet with a sequence number and its send time, and
+//! The generator cycles through `--flows` (source address, source port,
+//! destination port) tuples (`--dports` consecutive destination ports from
+//! `--dport`), stamps each packet with a sequence number and its send time, and
 //! prints a JSON summary on exit. The sink counts arrivals, reads the stamps
 //! back for latency and loss (against `--sent`, or the highest sequence
 //! number seen), and stops after `--secs` or `--idle` seconds without
@@ -19,7 +20,7 @@ use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bench::flows::FlowSet;
+use bench::flows::FlowSpread;
 use bench::rate::RateLimiter;
 use bench::summary::{SinkStats, gen_json, progress_line};
 use bench::template::{Proto, Spec, Stamp, Template};
@@ -35,6 +36,7 @@ struct Opts {
     src_mac: [u8; 6],
     dst: Ipv4Addr,
     dport: u16,
+    dports: u16,
     src: Ipv4Addr,
     sport: u16,
     flows: u32,
@@ -86,6 +88,7 @@ fn parse() -> Res<Opts> {
         src_mac: [0x02, 0, 0, 0, 0, 0x99],
         dst: Ipv4Addr::new(10, 77, 0, 2),
         dport: 9,
+        dports: 1,
         src: Ipv4Addr::new(10, 77, 0, 1),
         sport: 1024,
         flows: 1,
@@ -108,6 +111,7 @@ fn parse() -> Res<Opts> {
             "--src-mac" => o.src_mac = mac(&val()?)?,
             "--dst" => o.dst = val()?.parse()?,
             "--dport" => o.dport = val()?.parse()?,
+            "--dports" => o.dports = val()?.parse()?,
             "--src" => o.src = val()?.parse()?,
             "--sport" => o.sport = val()?.parse()?,
             "--flows" => o.flows = val()?.parse()?,
@@ -230,7 +234,7 @@ fn generate(
         )
         .into());
     }
-    let flows = FlowSet::with_flows(o.src, o.sport, o.flows);
+    let flows = FlowSpread::new(o.src, o.sport, o.flows, o.dport, o.dports);
     let start = Instant::now();
     let mut limiter = RateLimiter::new(o.rate, o.burst as u64, 0);
     let limit = o.count.unwrap_or(u64::MAX);
@@ -244,8 +248,14 @@ fn generate(
         for _ in 0..n {
             let Some(mut f) = umem.alloc() else { break };
             umem.set_len(&mut f, tpl.len())?;
-            let (ip, sport) = flows.flow(seq);
-            tpl.write(umem.data_mut(&f), ip, sport, Stamp { seq, tx_ns: now });
+            let (ip, sport, dport) = flows.flow(seq);
+            tpl.write_flow(
+                umem.data_mut(&f),
+                ip,
+                sport,
+                dport,
+                Stamp { seq, tx_ns: now },
+            );
             seq += 1;
             let _ = batch.push(f);
         }
@@ -258,12 +268,7 @@ fn generate(
     // Frames the ring never took were stamped but not sent.
     umem.free_batch(&mut batch);
     let secs = start.elapsed().as_secs_f64();
-    Ok(gen_json(
-        sent,
-        sent * tpl.len() as u64,
-        flows.len().min(u64::from(o.flows.max(1))),
-        secs,
-    ))
+    Ok(gen_json(sent, sent * tpl.len() as u64, flows.flows, secs))
 }
 
 fn sink(o: &Opts, umem: &mut Umem, port: &mut AfXdpPort, p: &mut Progress) -> serde_json::Value {
