@@ -10,5 +10,7 @@ cargo test --workspace --exclude tests
 # packets and conntrack dumps each differential test compared.
 cargo test -p tests -- --show-output
 # The criterion benches, each benchmark once in criterion's test mode (dev
-# profile, no timing; ~30 s), so they cannot rot. Numbers: cargo bench -p bench.
+# profile, no timing) at reduced sizes (bench::quick: 500 Services, 16k
+# connections, ...; a few seconds), so they cannot rot. Numbers: cargo bench
+# -p bench (full sizes).
 cargo test -p bench --bench '*'

@@ -24,11 +24,10 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+mod common;
+
+use common::{NODE, build, cluster_ip, node_port, synthetic};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ctrl::compile;
-use ctrl::config::k8s::{
-    Endpoint, EndpointSlice, Protocol, Service, ServicePort, ServiceType, SlicePort, Source,
-};
 use ctrl::config::{Manifests, NodeConfig};
 use datapath::key::{FlowKey, ct_state, slot};
 use datapath::pipeline::Pipeline;
@@ -36,100 +35,6 @@ use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
 use datapath::pipeline::xlate;
 use datapath::replay::{PortMap, Replayer, Step};
 use datapath::wire::build::{ACK, PSH, PacketBuilder, SYN};
-
-const NODE: &str = r#"
-name = "node-a"
-node_ips = ["10.176.25.244"]
-pod_cidr = "172.16.2.0/24"
-[uplink]
-port = 3
-mac = "00:50:56:a7:35:0b"
-[gateway]
-name = "gw0"
-ip = "172.16.2.1"
-mac = "0a:58:ac:10:02:01"
-port = 2
-[[pods]]
-name = "pod1"
-ip = "172.16.2.10"
-port = 4
-[[pods]]
-name = "pod2"
-ip = "172.16.2.11"
-port = 5
-[[peers]]
-name = "node-b"
-node_ip = "10.176.26.50"
-node_mac = "00:50:56:a7:aa:01"
-pod_cidr = "10.244.0.0/16"
-"#;
-
-fn cluster_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96, (i >> 8) as u8, (i & 0xff) as u8)
-}
-
-fn node_port(i: usize) -> Option<u16> {
-    i.is_multiple_of(5).then(|| 30000 + (i / 5) as u16)
-}
-
-/// `n` Services with `eps` endpoints each. Service `i` has ClusterIP
-/// 10.96.x.y:80; every fifth is a NodePort. Endpoints are pods on the peer
-/// node (so every measured packet takes the same path whatever bucket the
-/// hash picks).
-fn synthetic(n: usize, eps: usize) -> Manifests {
-    let mut m = Manifests::default();
-    for i in 0..n {
-        let name = format!("svc-{i}");
-        m.services.push(Service {
-            source: Source::default(),
-            namespace: "bench".into(),
-            name: name.clone(),
-            kind: if node_port(i).is_some() {
-                ServiceType::NodePort
-            } else {
-                ServiceType::ClusterIp
-            },
-            cluster_ips: vec![cluster_ip(i)],
-            ports: vec![ServicePort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: node_port(i),
-                target_port: Some(8080),
-            }],
-            external_local: false,
-            internal_local: false,
-            affinity_timeout: None,
-            external_ips: vec![],
-            lb_ips: vec![],
-        });
-        let endpoints = (0..eps)
-            .map(|e| {
-                let k = i * eps + e;
-                Endpoint {
-                    addresses: vec![Ipv4Addr::new(10, 244, (k >> 8) as u8, (k & 0xff) as u8)],
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    node_name: Some("node-b".into()),
-                }
-            })
-            .collect();
-        m.slices.push(EndpointSlice {
-            source: Source::default(),
-            namespace: "bench".into(),
-            name: format!("{name}-1"),
-            service: name,
-            ports: vec![SlicePort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 8080,
-            }],
-            endpoints,
-        });
-    }
-    m
-}
 
 /// The same objects as `kubectl get svc,endpointslices -o yaml` prints them.
 fn synthetic_yaml(m: &Manifests) -> String {
@@ -217,13 +122,11 @@ fn synthetic_json(m: &Manifests) -> String {
         .unwrap()
 }
 
-fn build(node: &NodeConfig, m: &Manifests) -> Pipeline {
-    compile::compile(node, m).expect("compile").pipeline()
-}
-
 fn compile_bench(c: &mut Criterion) {
     let node = NodeConfig::parse("node.toml", NODE).unwrap();
-    let big = synthetic(10_000, 10);
+    // Reduced under `cargo test` (see `bench::quick`).
+    let big_n = if bench::quick() { 500 } else { 10_000 };
+    let big = synthetic(big_n, 10);
     let small = synthetic(100, 10);
     let yaml = synthetic_yaml(&big);
     {
@@ -245,7 +148,9 @@ fn compile_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     g.sample_size(10);
     g.bench_function("100_services_x10", |b| b.iter(|| build(&node, &small)));
-    g.bench_function("10k_services_x10", |b| b.iter(|| build(&node, &big)));
+    g.bench_function(format!("{big_n}_services_x10"), |b| {
+        b.iter(|| build(&node, &big))
+    });
     let json = synthetic_json(&big);
     {
         let mut parsed = Manifests::default();
@@ -253,14 +158,14 @@ fn compile_bench(c: &mut Criterion) {
         assert_eq!(parsed.services.len(), big.services.len());
         assert_eq!(parsed.slices[7].endpoints, big.slices[7].endpoints);
     }
-    g.bench_function("parse_json_10k", |b| {
+    g.bench_function(format!("parse_json_{big_n}"), |b| {
         b.iter_batched(
             Manifests::default,
             |mut m| m.add_text("bench.json", &json).unwrap(),
             BatchSize::PerIteration,
         )
     });
-    g.bench_function("parse_yaml_10k", |b| {
+    g.bench_function(format!("parse_yaml_{big_n}"), |b| {
         b.iter_batched(
             Manifests::default,
             |mut m| m.add_text("bench.yaml", &yaml).unwrap(),
@@ -381,13 +286,18 @@ fn runners<'a>(p: &'a Pipeline, ports: &'a PortMap, n: usize) -> Vec<(String, Ru
     v
 }
 
+/// Interleaved rounds (a few under `cargo test`).
+fn rounds() -> u32 {
+    if bench::quick() { 2 } else { 40 }
+}
+
 /// Interleaved A/B: alternate batches of the 1-Service and the
 /// 10,000-Service runner and keep each side's best batch, so that load from
 /// other processes (this machine is shared) hits both sides alike.
 fn interleaved<'a>(a: &mut Runner<'a>, b: &mut Runner<'a>) -> (f64, f64) {
     const BATCH: u32 = 2000;
     let (mut best_a, mut best_b) = (f64::MAX, f64::MAX);
-    for _ in 0..40 {
+    for _ in 0..rounds() {
         for (r, best) in [(&mut *a, &mut best_a), (&mut *b, &mut best_b)] {
             let t = std::time::Instant::now();
             for _ in 0..BATCH {
@@ -403,9 +313,10 @@ fn per_packet(c: &mut Criterion) {
     let node = NodeConfig::parse("node.toml", NODE).unwrap();
     let ports = PortMap::parse("gw0=2,uplink=3,pod1=4,pod2=5").unwrap();
     let one = build(&node, &synthetic(1, 10));
-    let many = build(&node, &synthetic(10_000, 10));
+    let many_n = if bench::quick() { 500 } else { 10_000 };
+    let many = build(&node, &synthetic(many_n, 10));
     let mut r1 = runners(&one, &ports, 1);
-    let mut rn = runners(&many, &ports, 10_000);
+    let mut rn = runners(&many, &ports, many_n);
     let mut g = c.benchmark_group("per_packet");
     g.throughput(Throughput::Elements(1));
     for (name, r) in r1.iter_mut().chain(rn.iter_mut()) {
@@ -416,7 +327,8 @@ fn per_packet(c: &mut Criterion) {
         let (ta, tb) = interleaved(a, b);
         let kind = name.split('/').next().unwrap_or("");
         eprintln!(
-            "interleaved best-of-40 {kind}: 1 Service {ta:.0} ns/pkt, 10,000 Services {tb:.0} ns/pkt, ratio {:.2}",
+            "interleaved best-of-{} {kind}: 1 Service {ta:.0} ns/pkt, {many_n} Services {tb:.0} ns/pkt, ratio {:.2}",
+            rounds(),
             tb / ta
         );
     }

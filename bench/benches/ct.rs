@@ -11,7 +11,10 @@ use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_mai
 use std::hint;
 use std::time::{Duration, Instant};
 
-const N_CONN: u32 = 1 << 20;
+/// Connections in the table: 1 M, or 16 k under `cargo test` (`bench::quick`).
+fn n_conn() -> u32 {
+    if bench::quick() { 1 << 14 } else { 1 << 20 }
+}
 const BURST: usize = 1024;
 const GW: u32 = 0x0af4_0001;
 
@@ -71,10 +74,10 @@ fn established(c: &mut Criterion) {
         commit: true,
         ..ct1
     };
-    let mut sh = Shard::new(CtConfig::with_capacity(N_CONN + 1024));
+    let mut sh = Shard::new(CtConfig::with_capacity(n_conn() + 1024));
     let now = 1_000;
-    let mut base = hashbrown::HashMap::with_capacity(2 * N_CONN as usize);
-    for i in 0..N_CONN {
+    let mut base = hashbrown::HashMap::with_capacity(2 * n_conn() as usize);
+    for i in 0..n_conn() {
         let c = client(i);
         let s = (server(i), 53);
         let mut md = PktCtMeta::default();
@@ -103,7 +106,7 @@ fn established(c: &mut Criterion) {
             i,
         );
     }
-    let idx = order(N_CONN, 1 << 16);
+    let idx = order(n_conn(), 1 << 16);
     let pkts: Vec<CtPacket> = idx
         .iter()
         .map(|&i| udp(client(i), (server(i), 53)))
@@ -169,7 +172,7 @@ fn established(c: &mut Criterion) {
 }
 
 fn new_nat(c: &mut Criterion) {
-    let cap = N_CONN;
+    let cap = n_conn();
     let snat = CtCall {
         zone: 1,
         commit: true,

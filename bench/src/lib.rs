@@ -18,3 +18,12 @@ pub mod nodeport;
 pub mod rate;
 pub mod summary;
 pub mod template;
+
+/// Whether benches should run at reduced sizes: under `cargo test` (criterion's
+/// test mode: the bench binary runs without `--bench`, each benchmark once,
+/// as `scripts/test.sh` does so they cannot rot) or with
+/// `FLOWPATH_BENCH_QUICK=1`. Full sizes under `cargo bench`.
+pub fn quick() -> bool {
+    std::env::var_os("FLOWPATH_BENCH_QUICK").is_some_and(|v| v != "0")
+        || !std::env::args().any(|a| a == "--bench")
+}

@@ -1,0 +1,406 @@
+//! Sweeps of the compiled NodePort ETP Cluster chain in memory (no I/O),
+//! through the engine with its megaflow cache, as a worker runs it:
+//!
+//! - `established/N_Services/1_connection`: an established client data packet to the
+//!   last NodePort Service, with N = 1, 100, 10,000, 100,000 Services
+//!   (every fifth a NodePort, 4 endpoints each on the peer node), 1
+//!   connection.
+//! - `established/100_Services/N_connections`: 100 Services (20 NodePorts), N = 1,
+//!   1,000, 100,000, 1,000,000 established connections spread over the
+//!   NodePorts (at most 50,000 per NodePort: Antrea SNATs each to the one
+//!   gateway IP towards the Service's virtual IP, ~64.5k source ports);
+//!   packets visit the connections in a pseudo-random order.
+//! - `new_connection/syn_3_zones_snat`: a SYN of a fresh connection through the same
+//!   chain: three conntrack commits (zones 52100, 52200, 65500) and an SNAT
+//!   port allocation -> new connections per second per core.
+//!
+//! After criterion's figures, a summary measured in this same run (best of
+//! 7 interleaved rounds, every point once per round) prints ns/packet, Mpps per core and
+//! the ratio to the 1-Service/1-connection point, and the memory per tracked
+//! connection: bytes the conntrack table really allocates (a counting
+//! global allocator) divided by its capacity, and per NodePort connection
+//! (three conntrack connections, one per zone).
+//!
+//! `cargo bench -p bench --bench sweep` (about 2 minutes); under `cargo
+//! test` (CI) the sizes shrink to 1/100 Services and 1/1,000 connections.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use common::{build, node, node_port, synthetic};
+use conntrack::{CtConfig, Shard};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datapath::cache::MegaflowCache;
+use datapath::pipeline::Pipeline;
+use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
+use datapath::wire::build::{ACK, PSH, PacketBuilder, SYN};
+
+/// Counts the bytes currently allocated, to measure the conntrack table.
+struct Counting;
+
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// counter is a plain atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        BYTES.fetch_add(l.size(), Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        BYTES.fetch_add(l.size(), Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        BYTES.fetch_sub(l.size(), Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        BYTES.fetch_add(n, Relaxed);
+        BYTES.fetch_sub(l.size(), Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+const EXT_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0xca, 0x77];
+const UPLINK_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0x35, 0x0b];
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 176, 25, 244);
+const UPLINK: u32 = 3;
+const PORTS: [u32; 4] = [2, 3, 4, 5];
+/// Connections per NodePort at most (SNAT source ports to spare).
+const PER_NODEPORT: usize = 50_000;
+/// Services of the connection sweep (20 NodePorts: up to 1 M connections).
+const CONN_SWEEP_SERVICES: usize = 100;
+
+fn services_sizes() -> Vec<usize> {
+    if bench::quick() {
+        vec![1, 100]
+    } else {
+        vec![1, 100, 10_000, 100_000]
+    }
+}
+
+fn conn_sizes() -> Vec<usize> {
+    if bench::quick() {
+        vec![1, 1_000]
+    } else {
+        vec![1, 1_000, 100_000, 1_000_000]
+    }
+}
+
+/// Connection `i`'s client address and port (distinct for every `i`).
+fn client(i: usize) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::from(0x0a01_0000 + (i / 60_000) as u32),
+        1024 + (i % 60_000) as u16,
+    )
+}
+
+fn tcp(i: usize, dport: u16, flags: u16) -> Vec<u8> {
+    let (src, sport) = client(i);
+    let b = PacketBuilder::tcp(EXT_MAC, UPLINK_MAC, src, NODE_IP, sport, dport).flags(flags);
+    if flags == SYN {
+        b.seq(1).build()
+    } else {
+        b.seq(2).ack(1).payload(b"GET / HTTP/1.0\r\n\r\n").build()
+    }
+}
+
+/// A worker's state for one pipeline: conntrack shard, megaflow cache.
+struct Core<'a> {
+    p: &'a Pipeline,
+    ct: Shard,
+    cache: MegaflowCache,
+    stats: ExecStats,
+    scratch: Scratch,
+    buf: Vec<u8>,
+}
+
+impl<'a> Core<'a> {
+    fn new(p: &'a Pipeline, conns: usize) -> Core<'a> {
+        let cap = (3 * conns + 4096) as u32;
+        Core {
+            p,
+            ct: Shard::new(CtConfig::with_capacity(cap)),
+            cache: MegaflowCache::new(65536, true),
+            stats: ExecStats::default(),
+            scratch: Scratch::default(),
+            buf: Vec::with_capacity(128),
+        }
+    }
+
+    /// Runs `pkt` in from the uplink; returns the port of the last output
+    /// (0: none).
+    fn run(&mut self, pkt: &[u8]) -> u32 {
+        self.buf.clear();
+        self.buf.extend_from_slice(pkt);
+        let mut last = 0u32;
+        let mut sink = |port: u32, _b: &[u8]| last = port;
+        let mut e = Engine {
+            pipeline: self.p,
+            ports: &PORTS[..],
+            ct: &mut self.ct,
+            now_ms: 1_000_000,
+            stats: &mut self.stats,
+            cache: Some(&mut self.cache),
+            scratch: &mut self.scratch,
+        };
+        e.process(&mut self.buf, UPLINK, &mut sink, None);
+        last
+    }
+}
+
+/// `n` established connections to the NodePorts `nps` (round robin) and
+/// their data packets, stored flat (`stride` bytes each).
+struct Established<'a> {
+    core: Core<'a>,
+    pkts: Vec<u8>,
+    stride: usize,
+    order: Vec<u32>,
+    next: usize,
+}
+
+impl<'a> Established<'a> {
+    fn new(p: &'a Pipeline, nps: &[u16], n: usize) -> Established<'a> {
+        assert!(
+            n <= nps.len() * PER_NODEPORT,
+            "{n} connections need more NodePorts"
+        );
+        let mut core = Core::new(p, n);
+        let stride = tcp(0, nps[0], PSH | ACK).len();
+        let mut pkts = Vec::with_capacity(n * stride);
+        for i in 0..n {
+            let np = nps[i % nps.len()];
+            assert_eq!(core.run(&tcp(i, np, SYN)), UPLINK, "SYN {i} forwarded");
+            pkts.extend_from_slice(&tcp(i, np, PSH | ACK));
+        }
+        assert_eq!(core.ct.len(), 3 * n, "three conntrack connections each");
+        assert_eq!(core.ct.counters().nat_exhausted, 0);
+        // A pseudo-random visiting order over every connection.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let order = (0..n.clamp(1, 1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % n as u64) as u32
+            })
+            .collect();
+        let mut e = Established {
+            core,
+            pkts,
+            stride,
+            order,
+            next: 0,
+        };
+        assert_eq!(e.one(), UPLINK, "established data packet forwarded");
+        e
+    }
+
+    fn one(&mut self) -> u32 {
+        let i = self.order[self.next] as usize;
+        self.next = (self.next + 1) % self.order.len();
+        let s = self.stride;
+        // Disjoint fields: the packet store and the core.
+        let pkt = &self.pkts[i * s..(i + 1) * s];
+        self.core.run(pkt)
+    }
+}
+
+/// Fresh SYNs through the chain; the table is emptied (untimed) whenever
+/// the next batch could overflow it or a NodePort's SNAT ports.
+struct NewConns<'a> {
+    core: Core<'a>,
+    nps: Vec<u16>,
+    next: usize,
+    limit: usize,
+    batch: Vec<Vec<u8>>,
+}
+
+impl<'a> NewConns<'a> {
+    fn new(p: &'a Pipeline, nps: Vec<u16>) -> NewConns<'a> {
+        let limit = (nps.len() * PER_NODEPORT / 2).min(1 << 18);
+        NewConns {
+            core: Core::new(p, limit),
+            nps,
+            next: 0,
+            limit,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Prepares the next `k` SYNs (untimed).
+    fn prepare(&mut self, k: usize) {
+        if self.next + k > self.limit {
+            self.core.ct.flush(None, None);
+            self.next = 0;
+        }
+        self.batch = (self.next..self.next + k)
+            .map(|i| tcp(i, self.nps[i % self.nps.len()], SYN))
+            .collect();
+        self.next += k;
+    }
+
+    /// Runs the prepared SYNs; returns how many were forwarded.
+    fn run(&mut self) -> usize {
+        let mut ok = 0;
+        for i in 0..self.batch.len() {
+            ok += usize::from(self.core.run(&self.batch[i]) == UPLINK);
+        }
+        ok
+    }
+}
+
+fn nodeports(n: usize) -> Vec<u16> {
+    (0..n).filter_map(node_port).collect()
+}
+
+/// Best ns/packet per point over 7 interleaved rounds (every point once per
+/// round), so load from other processes on this shared machine hits every
+/// point alike.
+fn interleaved(points: &mut [(String, Established<'_>)]) -> Vec<f64> {
+    let batch = if bench::quick() { 200 } else { 20_000 };
+    let mut best = vec![f64::MAX; points.len()];
+    for _ in 0..7 {
+        for (b, (_, e)) in best.iter_mut().zip(points.iter_mut()) {
+            let t = Instant::now();
+            for _ in 0..batch {
+                std::hint::black_box(e.one());
+            }
+            *b = b.min(t.elapsed().as_nanos() as f64 / f64::from(batch));
+        }
+    }
+    best
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+fn sweeps(c: &mut Criterion) {
+    let node = node();
+    let svc_sizes = services_sizes();
+    let pipelines: Vec<Pipeline> = svc_sizes
+        .iter()
+        .chain([CONN_SWEEP_SERVICES].iter())
+        .map(|&n| build(&node, &synthetic(n, 4)))
+        .collect();
+    let mut points: Vec<(String, Established<'_>)> = Vec::new();
+    for (i, &n) in svc_sizes.iter().enumerate() {
+        let last_np = *nodeports(n).last().expect("a NodePort");
+        points.push((
+            format!("{n} Service{}, 1 connection", if n == 1 { "" } else { "s" }),
+            Established::new(&pipelines[i], &[last_np], 1),
+        ));
+    }
+    let p = pipelines.last().expect("the connection sweep's pipeline");
+    let nps = nodeports(CONN_SWEEP_SERVICES);
+    for n in conn_sizes() {
+        let t = Instant::now();
+        points.push((
+            format!(
+                "{CONN_SWEEP_SERVICES} Services, {n} connection{}",
+                if n == 1 { "" } else { "s" }
+            ),
+            Established::new(p, &nps, n),
+        ));
+        eprintln!(
+            "{n} connections established in {:?} ({:.0} ns each, SYN + packet store)",
+            t.elapsed(),
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+
+    let mut g = c.benchmark_group("established");
+    g.throughput(Throughput::Elements(1));
+    for (name, e) in points.iter_mut() {
+        g.bench_function(name.replace(", ", "/").replace(' ', "_"), |b| {
+            b.iter(|| e.one())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("new_connection");
+    let k = 1024;
+    g.throughput(Throughput::Elements(k as u64));
+    let mut nc = NewConns::new(p, nps.clone());
+    g.bench_function("syn_3_zones_snat", |b| {
+        b.iter_custom(|iters| {
+            let mut t = Duration::ZERO;
+            for _ in 0..iters {
+                nc.prepare(k);
+                let start = Instant::now();
+                let ok = nc.run();
+                t += start.elapsed();
+                assert_eq!(ok, k, "every SYN forwarded");
+            }
+            t
+        })
+    });
+    g.finish();
+    let new_ns = (0..7)
+        .map(|_| {
+            nc.prepare(k);
+            let t = Instant::now();
+            nc.run();
+            t.elapsed().as_nanos() as f64 / k as f64
+        })
+        .fold(f64::MAX, f64::min);
+    assert_eq!(nc.core.ct.counters().nat_exhausted, 0);
+    drop(nc);
+    let best = interleaved(&mut points);
+
+    // Memory: what a table of `cap` connections really allocates.
+    let cap = if bench::quick() { 1 << 14 } else { 1 << 20 };
+    let before = BYTES.load(Relaxed);
+    let sh = Shard::new(CtConfig::with_capacity(cap));
+    let table = BYTES.load(Relaxed) - before;
+    let per_conn = table as f64 / f64::from(sh.capacity());
+    let own = sh.bytes_per_conn();
+    drop(sh);
+
+    let base = best[0];
+    eprintln!(
+        "\nsummary (best of 7 interleaved rounds, this run; ratio to 1 Service / 1 connection):"
+    );
+    eprintln!("| point | ns/packet | Mpps/core | ratio |");
+    eprintln!("|---|---:|---:|---:|");
+    for ((name, _), ns) in points.iter().zip(&best) {
+        eprintln!(
+            "| established, {name} | {ns:.0} | {:.2} | {:.2}x |",
+            1e3 / ns,
+            ns / base
+        );
+    }
+    eprintln!(
+        "| new connection (SYN: 3 conntrack commits + SNAT port), {CONN_SWEEP_SERVICES} Services | {new_ns:.0} | {:.3} M conns/s/core | {:.2}x |",
+        1e3 / new_ns,
+        new_ns / base
+    );
+    eprintln!(
+        "memory: conntrack table of {cap} connections allocates {table} bytes = {per_conn:.1} bytes per tracked connection \
+         (the shard's own figure: {own}); a NodePort connection is 3 of them: {:.0} bytes",
+        3.0 * per_conn
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = sweeps
+}
+criterion_main!(benches);
