@@ -24,10 +24,11 @@
 # tracked connections is read back: flowpath's control socket, ovs-appctl,
 # the netns's nf_conntrack_count), then
 #   flood     offered vs delivered over SECS s at the generator's full rate;
-#   zero-loss RFC 2544 binary search: STEPS trials of TRIAL s each at a
+#   zero-loss RFC 2544 search: up to STEPS trials of TRIAL s each at a
 #             fixed offered rate, pass = lost <= LOSS_PPM per million sent
-#             (default 0: zero loss), from 1.05x the flood's delivered rate
-#             down; the figure is the highest passing trial's achieved rate.
+#             (default 0: zero loss), from 1.05x the flood's delivered rate,
+#             up by doubling while trials pass, then bisecting; the figure is
+#             the highest passing trial's achieved rate.
 # Delivered = frames counted at the sink veth (rx_packets).
 # Part 2, connections (RFC 9693-style TCP setup rate, flowpath-connrate):
 # real TCP clients in gen (4 source addresses, explicit source ports)
@@ -47,16 +48,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${QUICK:-}" ]; then
-  : "${SECS:=1}" "${ROUNDS:=1}" "${FLOWS:=1 1000}" "${TRIAL:=0.5}" "${STEPS:=4}" "${CONN_SECS:=1}"
+  : "${SECS:=1}" "${ROUNDS:=1}" "${FLOWS:=1 1000}" "${TRIAL:=0.3}" "${STEPS:=4}" "${CONN_SECS:=1}"
 fi
 SECS=${SECS:-2}
 ROUNDS=${ROUNDS:-3}
 FLOWS=${FLOWS:-"1 1000 100000"}
 SYSTEMS=${SYSTEMS:-"xdp_fwd flowpath ovs kernel"}
 CONN_SYSTEMS=${CONN_SYSTEMS-"flowpath ovs kernel"}
-TRIAL=${TRIAL:-1}
+TRIAL=${TRIAL:-0.5}
 STEPS=${STEPS:-6}
 LOSS_PPM=${LOSS_PPM:-0}
+RETRY=${RETRY:-1}
 CONN_SECS=${CONN_SECS:-3}
 OUT=${OUT:-target/bench}
 R=${CARGO_TARGET_DIR:-target}/release
@@ -91,6 +93,17 @@ topo_down() {
   stop_dut
   for n in gen dut sink; do ip netns del $NS-$n 2>/dev/null || true; done
 }
+# The busy pollers (generator, the dut's forwarding thread) run SCHED_FIFO
+# so that other work on this shared machine does not preempt them. On this
+# kernel (6.12+, the fair deadline server) normal tasks starved by them still
+# get one ~50 ms block per second, which overflows any AF_XDP ring at more
+# than ~80 kpps: the zero-loss search below repeats a failed trial once
+# (RETRY=1) and pauses between trials to live with that. SCHED=nice runs
+# them at nice -20 instead (then cgroup weights share the CPU with others).
+case ${SCHED:-fifo} in
+  nice) PRIO="nice -n -20"; prio_tid() { renice -n -20 -p "$1" >/dev/null; } ;;
+  *) PRIO="chrt -f 10"; prio_tid() { chrt -f -p 10 "$1"; } ;;
+esac
 cleanup() {
   topo_down
   rm -rf "$DIR"
@@ -196,21 +209,21 @@ start_dut() { # system proto
   local rd="$DIR/$2"
   case $1 in
   xdp_fwd)
-    taskset -c 1 chrt -f 10 "$R/examples/xdp_fwd" a$T b$T --mode native --netns $NS-dut \
+    taskset -c 1 $PRIO "$R/examples/xdp_fwd" a$T b$T --mode native --netns $NS-dut \
       > "$DIR/dut.log" 2>&1 & P=$! ;;
   flowpath)
-    ip netns exec $NS-dut chrt -f 10 "$R/flowpath" run --config "$rd/node.toml" > "$DIR/dut.log" 2>&1 & P=$! ;;
+    ip netns exec $NS-dut $PRIO "$R/flowpath" run --config "$rd/node.toml" > "$DIR/dut.log" 2>&1 & P=$! ;;
   ovs)
     local o="$DIR/ovs"; rm -rf "$o"; mkdir -p "$o"
     export OVS_RUNDIR=$o OVS_LOGDIR=$o OVS_DBDIR=$o OVS_SYSCONFDIR=$o
     ovsdb-tool create "$o/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-    ip netns exec $NS-dut ovsdb-server "$o/conf.db" --remote=punix:"$o/db.sock" \
+    ip netns exec $NS-dut ovsdb-server "$o/conf.db" --remote=punix:"$o/db.sock" -vconsole:off \
       --pidfile="$o/ovsdb.pid" --detach --log-file="$o/ovsdb.log" --unixctl="$o/ovsdb.ctl"
     local vs="ovs-vsctl --db=unix:$o/db.sock --no-wait"
     $vs init
     $vs set Open_vSwitch . other_config:pmd-cpu-mask=0x2
-    ip netns exec $NS-dut taskset -c 1 ovs-vswitchd unix:"$o/db.sock" --pidfile="$o/vswitchd.pid" \
-      --detach --log-file="$o/vswitchd.log" --unixctl="$o/vswitchd.ctl"
+    ip netns exec $NS-dut ovs-vswitchd unix:"$o/db.sock" --pidfile="$o/vswitchd.pid" \
+      --detach -vconsole:off --log-file="$o/vswitchd.log" --unixctl="$o/vswitchd.ctl"
     vs="ovs-vsctl --db=unix:$o/db.sock --timeout=20"
     $vs add-br br$T -- set bridge br$T datapath_type=netdev fail-mode=secure protocols=OpenFlow10,OpenFlow13,OpenFlow15
     $vs add-port br$T gw$T -- set interface gw$T type=internal ofport_request=2 mac='"0a:58:ac:10:02:01"'
@@ -221,6 +234,13 @@ start_dut() { # system proto
     $of add-flows unix:"$o/br$T.mgmt" "$rd/flows.txt"
     ip -n $NS-dut addr add 172.16.2.1/24 dev gw$T
     ip -n $NS-dut link set gw$T up
+    # The PMD thread (the one that forwards) at the same priority as
+    # flowpath's worker and xdp_fwd; OVS's other threads stay as they are.
+    sleep 0.5
+    local t
+    for t in /proc/"$(cat "$o/vswitchd.pid")"/task/*; do
+      grep -q '^pmd' "$t/comm" 2>/dev/null && prio_tid "${t##*/}"
+    done
     ;;
   kernel)
     local d="ip netns exec $NS-dut" e left=4 k
@@ -262,6 +282,13 @@ tracked() { # system
 }
 
 end_dut() { # system tag
+  if [ -n "${BENCH_DEBUG:-}" ]; then # every veth's counters, to see where frames went
+    for x in gen:g dut:a dut:b sink:s; do
+      ip -n $NS-${x%%:*} -s link show ${x##*:}$T
+      ip netns exec $NS-${x%%:*} ethtool -S ${x##*:}$T 2>/dev/null | grep -v ': 0$'
+    done >&2
+    cat "$DIR/dut.log" >&2
+  fi
   if [ "$1" = flowpath ] && [ -n "$P" ]; then
     # Keep the run's counters (cache hits/misses, conntrack, drops).
     kill -USR1 "$P" 2>/dev/null || true; sleep 0.3
@@ -271,37 +298,49 @@ end_dut() { # system tag
 }
 
 gen() { # flows [extra options]
-  timeout 60 taskset -c 0 chrt -f 10 "$R/flowpath-pktgen" gen g$T --netns $NS-gen \
+  timeout 60 taskset -c 0 $PRIO "$R/flowpath-pktgen" gen g$T --netns $NS-gen \
     --mode native --dst-mac 00:50:56:a7:35:0b --dst $VIP --dport 30232 --dports 2 \
     --src $CLIENT --sport 1024 --flows "$@"
 }
 js() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
-# RFC 2544 zero-loss rate by binary search between 0 and the flood's offered
-# rate (the generator's ceiling), first trial at 1.05x the flood's delivered
-# rate; prints "rate trials" (rate: the best passing trial's
-# achieved offered rate, 0 if none passed).
-zero_loss() { # flows delivered
-  local lo=0 hi=$3 best=0 i r n g sent got lost pps trials=""
+# RFC 2544 zero-loss rate: the first trial at 1.05x the flood's delivered
+# rate; while trials pass, double (up to the flood's offered rate, the
+# generator's ceiling); after the first failure, bisect until the bracket is
+# within 2%. Prints "rate trials" (rate: the best passing trial's achieved
+# offered rate, 0 if none passed; trials: rate:ok or rate:frames lost).
+zero_loss() { # flows delivered offered
+  local lo=0 hi=0 cap=$3 best=0 i r n g sent got lost pps trials=""
   r=$(($2 * 105 / 100))
-  [ "$r" -gt "$hi" ] && r=$hi
+  [ "$r" -gt "$cap" ] && r=$cap
   for i in $(seq 1 "$STEPS"); do
     [ "$r" -lt 1000 ] && break
     n=$(python3 -c "print(int($r * $TRIAL))")
-    local r0; r0=$(rxs)
-    g=$(gen "$1" --rate "$r" --count "$n" || true)
-    sleep 0.2
-    got=$(( $(rxs) - r0 ))
-    sent=$(js packets <<< "$g"); pps=$(js pps <<< "$g")
-    lost=$((sent > got ? sent - got : 0))
-    if [ "$sent" -gt 0 ] && [ $((lost * 1000000)) -le $((sent * LOSS_PPM)) ]; then
+    local try ok=0 r0
+    for try in $(seq 0 "$RETRY"); do
+      sleep 0.5
+      r0=$(rxs)
+      g=$(gen "$1" --rate "$r" --count "$n" || true)
+      sleep 0.2
+      got=$(( $(rxs) - r0 ))
+      sent=$(js packets <<< "$g"); pps=$(js pps <<< "$g")
+      lost=$((sent > got ? sent - got : 0))
+      if [ "${sent:-0}" -gt 0 ] && [ $((lost * 1000000)) -le $((sent * LOSS_PPM)) ]; then
+        ok=1; break
+      fi
+    done
+    if [ $ok = 1 ]; then
       lo=$r; [ "$pps" -gt "$best" ] && best=$pps; trials="$trials${trials:+,}$r:ok"
     else
       hi=$r; trials="$trials${trials:+,}$r:$lost"
     fi
-    # Stop when the bracket is within 2% (or the generator's ceiling passed).
-    [ $((hi - lo)) -le $((hi / 50)) ] && break
-    r=$(((lo + hi) / 2))
+    if [ "$hi" -eq 0 ]; then
+      [ "$lo" -ge "$cap" ] && break
+      r=$((2 * lo < cap ? 2 * lo : cap))
+    else
+      [ $((hi - lo)) -le $((hi / 50)) ] && break
+      r=$(((lo + hi) / 2))
+    fi
   done
   echo "$best ${trials:--}"
 }
@@ -324,7 +363,7 @@ for round in $(seq 1 "$ROUNDS"); do
       # fewer connections than there are flows (OVS sets up new
       # connections through upcalls at a few thousand per second).
       wr=$((flows > 10000 ? 100000 : 200000))
-      for pass in 1 2 3 4; do
+      for pass in 1 2 3 4 5 6; do
         gen "$flows" --count $((2 * flows + 1000)) --rate $wr > /dev/null || true
         sleep 0.3
         tr=$(tracked $sys udp)

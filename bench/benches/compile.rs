@@ -140,7 +140,7 @@ fn compile_bench(c: &mut Criterion) {
     let t = std::time::Instant::now();
     let p = build(&node, &big);
     eprintln!(
-        "10,000 Services x 10 endpoints: {} flows, {} groups, compiled and built in {:?} (one cold run)",
+        "{big_n} Services x 10 endpoints: {} flows, {} groups, compiled and built in {:?} (one cold run)",
         p.flows.len(),
         p.groups.len(),
         t.elapsed()

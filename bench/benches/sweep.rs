@@ -1,11 +1,11 @@
 //! Sweeps of the compiled NodePort ETP Cluster chain in memory (no I/O),
 //! through the engine with its megaflow cache, as a worker runs it:
 //!
-//! - `established/N_Services/1_connection`: an established client data packet to the
+//! - `established/services/N`: an established client data packet to the
 //!   last NodePort Service, with N = 1, 100, 10,000, 100,000 Services
 //!   (every fifth a NodePort, 4 endpoints each on the peer node), 1
 //!   connection.
-//! - `established/100_Services/N_connections`: 100 Services (20 NodePorts), N = 1,
+//! - `established/connections/N`: 100 Services (20 NodePorts), N = 1,
 //!   1,000, 100,000, 1,000,000 established connections spread over the
 //!   NodePorts (at most 50,000 per NodePort: Antrea SNATs each to the one
 //!   gateway IP towards the Service's virtual IP, ~64.5k source ports);
@@ -299,9 +299,12 @@ fn sweeps(c: &mut Criterion) {
         .chain([CONN_SWEEP_SERVICES].iter())
         .map(|&n| build(&node, &synthetic(n, 4)))
         .collect();
+    // Summary name and point; criterion ids in `ids`.
     let mut points: Vec<(String, Established<'_>)> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     for (i, &n) in svc_sizes.iter().enumerate() {
         let last_np = *nodeports(n).last().expect("a NodePort");
+        ids.push(format!("services/{n}"));
         points.push((
             format!("{n} Service{}, 1 connection", if n == 1 { "" } else { "s" }),
             Established::new(&pipelines[i], &[last_np], 1),
@@ -311,6 +314,7 @@ fn sweeps(c: &mut Criterion) {
     let nps = nodeports(CONN_SWEEP_SERVICES);
     for n in conn_sizes() {
         let t = Instant::now();
+        ids.push(format!("connections/{n}"));
         points.push((
             format!(
                 "{CONN_SWEEP_SERVICES} Services, {n} connection{}",
@@ -327,10 +331,8 @@ fn sweeps(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("established");
     g.throughput(Throughput::Elements(1));
-    for (name, e) in points.iter_mut() {
-        g.bench_function(name.replace(", ", "/").replace(' ', "_"), |b| {
-            b.iter(|| e.one())
-        });
+    for (id, (_, e)) in ids.iter().zip(points.iter_mut()) {
+        g.bench_function(id.as_str(), |b| b.iter(|| e.one()));
     }
     g.finish();
 
