@@ -8,6 +8,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need+=(ethtool)  # AF_XDP tests: turn off veth tx checksum offload
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)  # end-to-end tests: real HTTP clients
+command -v iptables >/dev/null 2>&1 || need+=(iptables)  # end-to-end tests: the node host answers gw0 connections via gw0
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
