@@ -4,6 +4,8 @@
 //! `flowpath replay --flows F [--groups G] --ports NAME=OFPORT,... --packets STEPS [--format json|text] [--pcap-dir D]`
 //! JSON: `{"ports": {NAME: OFPORT}, "results": [...]}`, one entry per step:
 //! packets `{"index": i, "in_port": NAME, "outputs": [{"port": NAME, "hex": HEX}, ...]}`,
+//! an output that is the datapath's own answer to a REJECT (a Service
+//! without endpoints) also carrying `"reject": "tcp_rst"|"icmp_port_unreachable"`,
 //! directives `{"index": i, "cmd": "warp"|"ct"|"flush-ct"|"flows", "args": [...]}`
 //! (`ct` and `flows` entries also carry `"entries": [dump lines]`).
 
@@ -47,12 +49,28 @@ pub fn to_json(ports: &PortMap, results: &[StepResult]) -> Value {
     let results: Vec<Value> = results
         .iter()
         .map(|r| match r {
-            StepResult::Packet { index, in_port, outputs } => json!({
+            StepResult::Packet {
+                index,
+                in_port,
+                outputs,
+                answers,
+            } => json!({
                 "index": index,
                 "in_port": in_port,
-                "outputs": outputs.iter().map(|(p, b)| json!({"port": p, "hex": hex(b)})).collect::<Vec<_>>(),
+                "outputs": outputs.iter().enumerate().map(|(i, (p, b))| {
+                    let mut o = json!({"port": p, "hex": hex(b)});
+                    if let Some((_, a)) = answers.iter().find(|(j, _)| *j == i) {
+                        o["reject"] = json!(a.name());
+                    }
+                    o
+                }).collect::<Vec<_>>(),
             }),
-            StepResult::Cmd { index, cmd, args, entries } => {
+            StepResult::Cmd {
+                index,
+                cmd,
+                args,
+                entries,
+            } => {
                 let mut v = json!({"index": index, "cmd": cmd, "args": args});
                 if *cmd == "ct" || *cmd == "flows" {
                     v["entries"] = json!(entries);
@@ -73,14 +91,19 @@ pub fn to_text(results: &[StepResult]) -> String {
                 index,
                 in_port,
                 outputs,
+                answers,
             } => {
                 let _ = writeln!(
                     out,
                     "#{index} in_port={in_port}: {} output(s)",
                     outputs.len()
                 );
-                for (p, b) in outputs {
-                    let _ = writeln!(out, "    -> {p}: {}", crate::trace::describe_packet(b));
+                for (i, (p, b)) in outputs.iter().enumerate() {
+                    let tag = match answers.iter().find(|(j, _)| *j == i) {
+                        Some((_, a)) => format!(" (reject answer: {})", a.name()),
+                        None => String::new(),
+                    };
+                    let _ = writeln!(out, "    -> {p}: {}{tag}", crate::trace::describe_packet(b));
                 }
             }
             StepResult::Cmd {

@@ -71,13 +71,20 @@ pub fn trace(
         }
         write_pass(&mut out, p, ports, pass);
     }
-    if let StepResult::Packet { outputs, .. } = res {
+    if let StepResult::Packet {
+        outputs, answers, ..
+    } = res
+    {
         let _ = writeln!(out, "\nOutputs:");
         if outputs.is_empty() {
             let _ = writeln!(out, "    (none: the packet is dropped)");
         }
-        for (port, b) in outputs {
-            let _ = writeln!(out, "    {port}: {}", describe_packet(&b));
+        for (i, (port, b)) in outputs.iter().enumerate() {
+            let tag = match answers.iter().find(|(j, _)| *j == i) {
+                Some((_, a)) => format!(" (reject answer: {})", a.name()),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "    {port}: {}{tag}", describe_packet(b));
         }
     }
     Ok(out)
@@ -148,6 +155,9 @@ fn write_pass(out: &mut String, p: &Pipeline, ports: &PortMap, pass: &TracePass)
             md.mark
         );
     }
+    for n in &pass.notes {
+        let _ = writeln!(out, "Datapath: {n}");
+    }
 }
 
 fn dp_actions(actions: &[DpAction], ports: &PortMap) -> String {
@@ -163,6 +173,7 @@ fn dp_actions(actions: &[DpAction], ports: &PortMap) -> String {
             }
             DpAction::Output(port) => parts.push(format!("output:{}", ports.name(*port))),
             DpAction::Punt => parts.push("userspace(controller)".into()),
+            DpAction::Reject => parts.push("userspace(controller,reject)".into()),
             DpAction::CtClear => parts.push("ct_clear".into()),
             DpAction::Ct { call, recirc } => {
                 let mut s = String::from("ct(");

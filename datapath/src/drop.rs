@@ -44,6 +44,13 @@ pub enum DropReason {
     TtlExpired,
     /// conntrack could not allocate a NAT address/port.
     CtNatExhausted,
+    /// A REJECT (Service without endpoints) that must not be answered: a
+    /// RST, an ICMP message, a later fragment, a broadcast/multicast/zero
+    /// source or a broadcast/multicast destination (see `crate::reject`).
+    RejectNotAnswerable,
+    /// A REJECT over the worker's answer rate (the kernel's
+    /// `icmp_ratelimit`).
+    RejectRateLimited,
 }
 
 impl DropReason {
@@ -69,6 +76,8 @@ impl DropReason {
         DropReason::ControllerPunt,
         DropReason::TtlExpired,
         DropReason::CtNatExhausted,
+        DropReason::RejectNotAnswerable,
+        DropReason::RejectRateLimited,
     ];
 
     /// Stable snake_case name, used in counters and JSON.
@@ -94,6 +103,8 @@ impl DropReason {
             DropReason::ControllerPunt => "controller_punt",
             DropReason::TtlExpired => "ttl_expired",
             DropReason::CtNatExhausted => "ct_nat_exhausted",
+            DropReason::RejectNotAnswerable => "reject_not_answerable",
+            DropReason::RejectRateLimited => "reject_ratelimit",
         }
     }
 

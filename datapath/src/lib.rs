@@ -9,6 +9,7 @@ pub mod extract;
 pub mod io;
 pub mod key;
 pub mod pipeline;
+pub mod reject;
 pub mod replay;
 pub mod wire;
 pub mod worker;

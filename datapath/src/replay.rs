@@ -18,8 +18,9 @@ use conntrack::Shard;
 use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
-use crate::pipeline::exec::{Engine, ExecStats, Scratch, TracePass};
+use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink, TracePass};
 use crate::pipeline::learn::LearnStore;
+use crate::reject::Answer;
 
 /// Port names and numbers of a replay.
 #[derive(Debug, Clone, Default)]
@@ -236,6 +237,10 @@ pub enum StepResult {
         in_port: String,
         /// `(port name, bytes)` in emission order.
         outputs: Vec<(String, Vec<u8>)>,
+        /// Which of `outputs` are the datapath's own answers to a REJECT
+        /// (index into `outputs`, and what it is). OVS without a controller
+        /// sends nothing for them: a documented deviation.
+        answers: Vec<(usize, Answer)>,
     },
     /// A directive; `entries` holds the dump lines of `@ct`.
     Cmd {
@@ -248,6 +253,24 @@ pub enum StepResult {
         /// Conntrack dump lines (for `ct`), flow lines (for `flows`).
         entries: Vec<String>,
     },
+}
+
+/// Collects a packet's outputs, marking REJECT answers.
+#[derive(Default)]
+struct ReplaySink {
+    outputs: Vec<(u32, Vec<u8>)>,
+    answers: Vec<(usize, Answer)>,
+}
+
+impl Sink for ReplaySink {
+    fn output(&mut self, port: u32, pkt: &[u8]) {
+        self.outputs.push((port, pkt.to_vec()));
+    }
+
+    fn answer(&mut self, port: u32, pkt: &[u8], answer: Answer) {
+        self.answers.push((self.outputs.len(), answer));
+        self.output(port, pkt);
+    }
 }
 
 /// Conntrack clock at the start of a replay (ms). Non-zero so that nothing
@@ -310,9 +333,8 @@ impl<'a> Replayer<'a> {
         match step {
             Step::Packet { port, bytes } => {
                 let in_port = self.ports.resolve(port).unwrap_or(0);
-                let mut outputs = Vec::new();
                 let mut pkt = bytes.clone();
-                let mut sink = |p: u32, b: &[u8]| outputs.push((p, b.to_vec()));
+                let mut sink = ReplaySink::default();
                 let mut eng = Engine {
                     pipeline: &self.current,
                     ports: &self.numbers[..],
@@ -327,10 +349,12 @@ impl<'a> Replayer<'a> {
                 StepResult::Packet {
                     index,
                     in_port: self.ports.name(in_port),
-                    outputs: outputs
+                    outputs: sink
+                        .outputs
                         .into_iter()
                         .map(|(p, b)| (self.ports.name(p), b))
                         .collect(),
+                    answers: sink.answers,
                 }
             }
             Step::Warp(ms) => {

@@ -40,13 +40,27 @@ fn results(v: &Value) -> Result<&Vec<Value>, String> {
 }
 
 /// Per port, in order, the hex of each output of one packet result.
+/// flowpath's answers to a REJECT (outputs marked `"reject"`) are left out:
+/// OVS without a controller drops those packets, a documented deviation
+/// (README "Deviations"); [`rejects_by_port`] lists them.
 pub fn outputs_by_port(r: &Value) -> BTreeMap<String, Vec<String>> {
+    outputs_where(r, false)
+}
+
+/// Per port, in order, the hex of flowpath's answers to a REJECT in one
+/// packet result (`{"port", "hex", "reject": KIND}` outputs).
+pub fn rejects_by_port(r: &Value) -> BTreeMap<String, Vec<String>> {
+    outputs_where(r, true)
+}
+
+fn outputs_where(r: &Value, rejects: bool) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for o in r
         .get("outputs")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|o| o.get("reject").is_some() == rejects)
     {
         let port = o.get("port").and_then(Value::as_str).unwrap_or("?");
         let hex = o.get("hex").and_then(Value::as_str).unwrap_or("");

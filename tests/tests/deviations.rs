@@ -146,3 +146,84 @@ fn missing_prerequisite_is_an_error() {
     sw.replace_flows(flows)
         .expect("OVS accepts the flow, dropping nw_src");
 }
+
+/// A Service without endpoints (`controller(...,userdata=52.45.4a.45.43.54)`,
+/// "REJECT"): OVS without a controller drops the packet; flowpath answers it
+/// itself, a TCP RST or an ICMP port unreachable from the address the
+/// client targeted, out of the port it came in on. Conntrack state is the
+/// same on both sides, and a retry of the same 5-tuple (a SYN with a new
+/// ISN, the same UDP datagram) is `+new` again in OVS, so flowpath answers
+/// it like the first attempt.
+#[test]
+fn service_without_endpoints_is_answered() {
+    let flows = "\
+table=0,priority=10,ip,in_port=1,actions=ct(table=1,zone=5)
+table=1,priority=10,ct_state=+new+trk,ip,actions=ct(commit,zone=5),controller(reason=no_match,userdata=52.45.4a.45.43.54)
+table=1,priority=5,ct_state=+inv+trk,ip,actions=output:2
+";
+    let (client, svc) = (0x0a00_0001u32, 0x0a60_0063u32);
+    let syn = |seq: u32| {
+        PacketBuilder::tcp(MAC_A, MAC_B, client, svc, 40000, 80)
+            .flags(datapath::wire::build::SYN)
+            .seq(seq)
+            .build()
+    };
+    let dgram = PacketBuilder::udp(MAC_A, MAC_B, client, svc, 5353, 53)
+        .payload(b"query")
+        .build();
+    let steps = format!(
+        "p1 {}\np1 {}\np1 {}\np1 {}\n@ct\n",
+        hex(&syn(1000)),
+        hex(&syn(0x8000_0000)),
+        hex(&dgram),
+        hex(&dgram)
+    );
+    let p: &'static Pipeline = Box::leak(Box::new(Pipeline::new(
+        parse::parse_flows("f", flows).unwrap(),
+        vec![],
+    )));
+    let pm: &'static PortMap = Box::leak(Box::new(PortMap::parse(PORTS).unwrap()));
+    let mut r = Replayer::new(p, pm);
+    let results = r.run(&replay::parse_steps("s", &steps, pm).unwrap());
+    let mut fp_ct = Vec::new();
+    for (i, res) in results.iter().enumerate() {
+        match res {
+            replay::StepResult::Packet {
+                outputs, answers, ..
+            } => {
+                assert_eq!(outputs.len(), 1, "step {i}: one answer");
+                assert_eq!(outputs[0].0, "p1", "step {i}: back out of the in_port");
+                let kind = if i < 2 {
+                    datapath::reject::Answer::TcpRst
+                } else {
+                    datapath::reject::Answer::IcmpPortUnreachable
+                };
+                assert_eq!(answers, &vec![(0, kind)], "step {i}");
+                let f = &outputs[0].1;
+                assert_eq!(&f[26..30], &svc.to_be_bytes(), "from the Service address");
+                assert_eq!(&f[30..34], &client.to_be_bytes());
+            }
+            replay::StepResult::Cmd { entries, .. } => fp_ct = entries.clone(),
+        }
+    }
+    assert_eq!(r.stats.rejects, 4);
+    assert_eq!(fp_ct.len(), 2, "{fp_ct:?}");
+    if skip_without_ovs("service_without_endpoints_is_answered (OVS side)") {
+        return;
+    }
+    let mut sw = OvsSwitch::start(&ports()).unwrap();
+    let v = sw.replay(flows, None, &steps).unwrap();
+    assert_eq!(
+        ovs_outputs(&v),
+        vec![0, 0, 0, 0],
+        "OVS drops them all, the retries too (+new, not +inv)"
+    );
+    let mut ovs_ct: Vec<String> = v["results"][4]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    ovs_ct.sort();
+    assert_eq!(ovs_ct, fp_ct, "same conntrack state");
+}

@@ -21,7 +21,7 @@ use ctrl::compile;
 use ctrl::config::{Manifests, NodeConfig};
 use ctrl::replay::{ReplayOptions, replay_json};
 use datapath::wire::build::{ACK, FIN, PSH, PacketBuilder, SYN};
-use tests::compare::{compare, outputs_by_port};
+use tests::compare::{compare, outputs_by_port, rejects_by_port};
 use tests::decode::{fields, summary};
 use tests::ovs::{ovs_replay, parse_steps, skip_without_ovs};
 use tests::pkt::unhex;
@@ -623,9 +623,11 @@ fn compiled_pipeline_matrix_matches_ovs() {
     );
 }
 
-/// A Service without endpoints: the SYN goes to the controller (which is
-/// absent), so nothing comes out, in OVS and in flowpath; a Service with
-/// endpoints on the same node keeps working in the same run.
+/// A Service without endpoints: the SYN goes to the controller. OVS has
+/// none and drops it; flowpath answers it with a TCP RST from the Service
+/// address back out of the pod's port (the documented deviation, README
+/// "Deviations"): everything else, conntrack included, is identical. A
+/// Service with endpoints on the same node keeps working in the same run.
 #[test]
 fn service_without_endpoints_is_rejected_not_forwarded() {
     if skip_without_ovs("service_without_endpoints_is_rejected_not_forwarded") {
@@ -639,7 +641,7 @@ fn service_without_endpoints_is_rejected_not_forwarded() {
             .build()
     };
     let steps_text = format!(
-        "pod1 {}\npod1 {}\n",
+        "pod1 {}\npod1 {}\n@ct\n",
         hex(&syn(Ipv4Addr::new(10, 96, 0, 99), 44000)),
         hex(&syn(Ipv4Addr::new(10, 96, 0, 11), 44001)),
     );
@@ -661,6 +663,21 @@ fn service_without_endpoints_is_rejected_not_forwarded() {
         r[0]
     );
     assert_eq!(outputs_by_port(&r[1]).get("uplink").map(Vec::len), Some(1));
+    // flowpath's answer: a RST on pod1 from the ClusterIP.
+    let f = fp["results"].as_array().unwrap();
+    let rejects = rejects_by_port(&f[0]);
+    assert_eq!(rejects.len(), 1, "{}", f[0]);
+    let rst = fields(&unhex(&rejects["pod1"][0]).unwrap());
+    assert_eq!(rst["ip_src"], "10.96.0.99");
+    assert_eq!(rst["ip_dst"], POD1.to_string());
+    assert_eq!(rst["sport"], "80");
+    assert_eq!(rst["dport"], "44000");
+    assert_eq!((rst["flags"].as_str(), rst["seq"].as_str()), ("RA", "0"));
+    assert_eq!(rst["ack"], "2", "SEG.SEQ + 1 for the SYN");
+    assert_eq!(rst["csum"], "ok");
+    assert_eq!(rst["eth_dst"], mac(POD1_MAC));
+    assert_eq!(rst["eth_src"], mac(GW_MAC));
+    assert!(rejects_by_port(&f[1]).is_empty());
 }
 
 /// ARP responders: the virtual IP from any port, Service IPs from the host.

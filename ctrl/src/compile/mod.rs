@@ -77,8 +77,11 @@
 //!   (ClusterIP, external IPs and ETP Local keep the client address).
 //! - A Service without usable endpoints sends new connections to the
 //!   controller (`controller(reason=no_match,userdata=REJECT)`, as Antrea
-//!   does); the runtime must answer with a TCP RST or ICMP port unreachable.
-//!   Until it does, the packet is dropped (OVS without a controller too).
+//!   does); the datapath answers it itself (`datapath::reject`): a TCP RST,
+//!   or an ICMP port unreachable for UDP and SCTP, from the address the
+//!   client targeted, out of the port the packet came in on (rate limited,
+//!   counted as `rejects`). OVS without a controller drops it: a documented
+//!   deviation.
 //! - Stale UDP conntrack entries: [`stale_udp_flushes`] lists the (zone,
 //!   frontend, backend) entries a reload must delete; applying them is the
 //!   runtime's job.
@@ -238,8 +241,10 @@ impl Compiled {
 /// Reject with `controller(reason=no_match)`: what a Service without
 /// endpoints does to a new connection. OVS cannot build a TCP RST or an ICMP
 /// port unreachable from flow actions alone; like Antrea, the packet goes to
-/// the controller (the runtime), which answers it. Without a controller the
-/// packet is dropped, in OVS and in `replay` alike.
+/// the controller, marked by the REJECT userdata. flowpath's datapath
+/// recognises the userdata and answers the packet itself (`run`, `replay`
+/// and `trace` alike, see `datapath::reject`); OVS without a controller
+/// drops it.
 fn reject() -> Action {
     Action::Controller {
         args: "reason=no_match,userdata=52.45.4a.45.43.54".into(),

@@ -53,7 +53,7 @@ fn worker_json(s: &WorkerStats) -> Value {
             "tx_busy": p.stats.tx_busy, "errors": p.stats.errors,
         })).collect::<Vec<_>>(),
         "rx": s.exec.rx, "tx": s.exec.tx, "passes": s.exec.passes,
-        "recircs": s.exec.recircs, "punts": s.exec.punts,
+        "recircs": s.exec.recircs, "punts": s.exec.punts, "rejects": s.exec.rejects,
         "drops": drops_json(s),
         "cache": {
             "emc_hits": s.cache.emc_hits, "megaflow_hits": s.cache.megaflow_hits,
@@ -95,6 +95,7 @@ pub fn to_json(workers: &[WorkerStats], generation: u64) -> Value {
         "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),
         "total": {
             "rx": sum(&|s| s.exec.rx), "tx": sum(&|s| s.exec.tx),
+            "rejects": sum(&|s| s.exec.rejects),
             "drops": sum(&|s| DropReason::ALL.iter().map(|r| s.exec.drops.get(*r)).sum()),
             "cache_hits": hits, "cache_misses": misses, "upcalls": misses,
             "cache_hit_rate": hit_rate(hits, misses),
@@ -176,6 +177,13 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
                 p.stats.rx_dropped,
                 p.stats.tx_busy,
                 p.stats.errors
+            );
+        }
+        if s.exec.punts > 0 {
+            let _ = writeln!(
+                o,
+                "  controller: punts {}, rejects answered {} (TCP RST / ICMP port unreachable)",
+                s.exec.punts, s.exec.rejects
             );
         }
         let drops: Vec<String> = s

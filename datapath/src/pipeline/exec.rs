@@ -17,6 +17,7 @@ use crate::cache::{CtExpect, MegaflowCache, Recorder};
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
 use crate::key::{self, FlowKey, slot};
+use crate::reject::{Answer, Outcome, RejectState};
 
 /// dpif-netdev's recirculation depth limit (`MAX_RECIRC_DEPTH`).
 pub const MAX_RECIRC_DEPTH: u32 = 6;
@@ -32,8 +33,11 @@ pub struct ExecStats {
     pub passes: u64,
     /// Recirculations.
     pub recircs: u64,
-    /// Controller punts.
+    /// Controller punts (REJECTs included).
     pub punts: u64,
+    /// REJECTs answered: TCP resets and ICMP port unreachables sent (each
+    /// also counts in `tx`).
+    pub rejects: u64,
     /// Drops and skipped outputs by reason.
     pub drops: DropCounters,
 }
@@ -51,12 +55,23 @@ pub struct TracePass {
     pub xlation: Xlation,
     /// Conntrack results of this pass's `ct()` actions, in order.
     pub ct_results: Vec<PktCtMeta>,
+    /// What the datapath did beyond the translation (a REJECT answered or
+    /// not), one line each.
+    pub notes: Vec<String>,
 }
 
 /// Where outputs go.
 pub trait Sink {
     /// Transmit `pkt` on OpenFlow port `port`.
     fn output(&mut self, port: u32, pkt: &[u8]);
+
+    /// Transmit `pkt`, the datapath's own answer to a REJECT, on `port`
+    /// (the request's in_port). Transmitted like any output unless the sink
+    /// wants to tell them apart (`replay` marks them).
+    fn answer(&mut self, port: u32, pkt: &[u8], answer: Answer) {
+        let _ = answer;
+        self.output(port, pkt)
+    }
 }
 
 impl<F: FnMut(u32, &[u8])> Sink for F {
@@ -85,7 +100,8 @@ pub struct Engine<'a, P: PortSet + ?Sized> {
 
 /// One reusable buffer per recirculation depth, for `ct(table=N)` forks that
 /// are not the pass's last action (a last-action recirculation reuses the
-/// packet itself), and the outbox of learn events. After the first few
+/// packet itself), the outbox of learn events, and the REJECT state
+/// (first-pass snapshot, rate limiter, answer buffers). After the first few
 /// packets nothing here allocates.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -95,6 +111,7 @@ pub struct Scratch {
     /// used. The engine's owner takes them between packets (replay) or
     /// after a burst (worker) and hands them to the learned-flow owner.
     pub learn_events: Vec<LearnEvent>,
+    reject: RejectState,
 }
 
 /// Queue `x`'s learn events (the fin_timeouts only for a TCP FIN/RST).
@@ -135,6 +152,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 return;
             }
         };
+        self.scratch.reject.begin(&key);
         let mut md = PktCtMeta::default();
         let (tx0, punts0, drops0) = (self.stats.tx, self.stats.punts, self.stats.drops.total());
         match self
@@ -254,6 +272,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         events,
                         xlation: xl.clone(),
                         ct_results: Vec::new(),
+                        notes: Vec::new(),
                     });
                     t.len() - 1
                 });
@@ -319,6 +338,14 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 DpAction::Punt => {
                     self.stats.punts += 1;
                     self.stats.drops.bump(DropReason::ControllerPunt);
+                }
+                DpAction::Reject => {
+                    let outcome =
+                        reject(self.stats, &mut self.scratch.reject, self.now_ms, pkt, sink);
+                    if let (Some(t), Some(i)) = (trace.as_deref_mut(), slot_idx) {
+                        let note = reject_note(outcome, self.scratch.reject.origin());
+                        t[i].notes.push(note);
+                    }
                 }
                 DpAction::CtClear => *md = PktCtMeta::default(),
                 DpAction::Ct { call, recirc } => {
@@ -478,6 +505,9 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         self.stats.punts += 1;
                         self.stats.drops.bump(DropReason::ControllerPunt);
                     }
+                    DpAction::Reject => {
+                        reject(self.stats, &mut self.scratch.reject, self.now_ms, pkt, sink);
+                    }
                     DpAction::CtClear => md = PktCtMeta::default(),
                     DpAction::Ct { call, recirc } => {
                         // Inlined `Self::run_ct` (it borrows all of `self`, and
@@ -558,6 +588,47 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
         }
         true
+    }
+}
+
+/// Execute a REJECT: answer the packet (see [`crate::reject`]) on its
+/// in_port, or count why not. Cold: only Services without endpoints get
+/// here.
+#[cold]
+fn reject(
+    stats: &mut ExecStats,
+    st: &mut RejectState,
+    now_ms: u64,
+    pkt: &[u8],
+    sink: &mut dyn Sink,
+) -> Outcome {
+    stats.punts += 1;
+    let outcome = st.answer(pkt, now_ms);
+    match outcome {
+        Outcome::Sent { answer, port } => {
+            stats.tx += 1;
+            stats.rejects += 1;
+            sink.answer(port, st.frame(), answer);
+        }
+        Outcome::Dropped(r) => stats.drops.bump(r),
+        Outcome::Already => {}
+    }
+    outcome
+}
+
+/// The trace line for a REJECT: what was answered, from which address to
+/// which, or why not.
+fn reject_note(outcome: Outcome, origin: &FlowKey) -> String {
+    let ip = |s| std::net::Ipv4Addr::from(origin.get(s) as u32);
+    let (src, dst) = (ip(slot::NW_SRC), ip(slot::NW_DST));
+    let (sp, dp) = (origin.get(slot::TP_SRC), origin.get(slot::TP_DST));
+    match outcome {
+        Outcome::Sent { answer, port } => format!(
+            "reject: answered with {} from {dst}:{dp} to {src}:{sp} (the packet as it entered), out in_port {port}",
+            answer.name()
+        ),
+        Outcome::Dropped(r) => format!("reject: not answered, dropped ({})", r.name()),
+        Outcome::Already => "reject: already answered".into(),
     }
 }
 

@@ -71,6 +71,9 @@ pub enum DpAction {
     CtClear,
     /// Punt to the controller (flowpath counts it).
     Punt,
+    /// A controller action carrying the REJECT userdata: the datapath
+    /// answers the packet itself (`crate::reject`).
+    Reject,
 }
 
 /// The result of translating one pass.
@@ -316,9 +319,13 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                     let port = self.read_sub(sf) as u32;
                     self.output(port)
                 }
-                Action::Controller { .. } => {
+                Action::Controller { args } => {
                     self.commit();
-                    self.out.actions.push(DpAction::Punt);
+                    self.out.actions.push(if crate::reject::is_reject(args) {
+                        DpAction::Reject
+                    } else {
+                        DpAction::Punt
+                    });
                 }
                 Action::Resubmit { port, table, ct: _ } => {
                     let old = self.flow.get(slot::IN_PORT);
