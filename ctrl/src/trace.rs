@@ -34,6 +34,11 @@ pub fn trace(
     };
     let mut r = Replayer::new(p, ports);
     r.run(prefix);
+    // The pipeline the traced packet meets: the given one plus what the
+    // prefix learned (trace indices name its flows; the packet's own
+    // learns apply after it).
+    let cur = r.current().clone();
+    let p = &cur;
     let mut passes = Vec::new();
     let res = r.step(
         prefix.len(),
@@ -408,4 +413,44 @@ fn nat_text(n: &conntrack::NatSpec) -> String {
     }
     s.push(')');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow learned by the steps prefix is what the traced packet hits,
+    /// and the trace names it.
+    #[test]
+    fn trace_sees_flows_learned_by_the_prefix() {
+        let flows = datapath::pipeline::parse::parse_flows(
+            "f",
+            "table=0,in_port=1,actions=learn(table=1,idle_timeout=5,priority=9,\
+NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0x1->NXM_NX_REG1[]),output:2\n\
+table=0,in_port=2,actions=resubmit(,1)\n\
+table=1,priority=0,actions=drop\ntable=1,priority=1,reg1=1,actions=output:1\n",
+        )
+        .unwrap();
+        let p = Pipeline::new(flows, vec![]);
+        let ports = PortMap::parse("a=1,b=2").unwrap();
+        let learn =
+            packet_from_flow("udp,dl_src=02:00:00:00:00:0a,dl_dst=02:00:00:00:00:0b").unwrap();
+        let prefix = [Step::Packet {
+            port: "a".into(),
+            bytes: learn,
+        }];
+        let out = trace(
+            &p,
+            &ports,
+            &prefix,
+            "b",
+            None,
+            Some("udp,dl_src=02:00:00:00:00:0b,dl_dst=02:00:00:00:00:0a"),
+        )
+        .unwrap();
+        assert!(
+            out.contains("1. dl_dst=02:00:00:00:00:0a, priority 9"),
+            "{out}"
+        );
+    }
 }
