@@ -249,6 +249,12 @@ impl PipelineCell {
         n
     }
 
+    /// Every learned flow's (id, created, modified, used) on the learner
+    /// clock, current (control side: takes the store's mutex).
+    pub fn learned_times(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).times()
+    }
+
     /// Ask the learner thread to stop.
     pub fn stop_learner(&self) {
         self.learner_stop.store(true, Ordering::Release);

@@ -150,11 +150,23 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             // Learned flows also carry their ages (seconds, OVS's
             // `duration`, `idle_age`, `hard_age`).
             let now = node.learn_now();
+            let times: std::collections::HashMap<u64, (u64, u64, u64)> = node
+                .learned_times()
+                .into_iter()
+                .map(|(id, c, m, u)| (id, (c, m, u)))
+                .collect();
             let learned: std::collections::HashMap<_, _> = p
                 .learned
                 .flows()
                 .iter()
-                .map(|l| ((l.flow.table, l.flow.priority, l.flow.matches), l))
+                .map(|l| {
+                    let t = times.get(&l.id).copied().unwrap_or((
+                        l.created_ms,
+                        l.modified_ms,
+                        l.used_ms,
+                    ));
+                    ((l.flow.table, l.flow.priority, l.flow.matches), t)
+                })
                 .collect();
             let json = flows
                 .iter()
@@ -162,12 +174,12 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 .map(|(f, l)| {
                     let mut v = json!({"table": f.table, "priority": f.priority,
                            "cookie": format!("{:#x}", f.cookie), "flow": l.trim_start()});
-                    if let Some(lf) = learned.get(&(f.table, f.priority, f.matches)) {
+                    if let Some(&(c, m, u)) = learned.get(&(f.table, f.priority, f.matches)) {
                         let age = |t: u64| now.saturating_sub(t) / 1000;
                         v["learned"] = json!(true);
-                        v["duration"] = json!(age(lf.created_ms));
-                        v["idle_age"] = json!(age(lf.used_ms));
-                        v["hard_age"] = json!(age(lf.modified_ms));
+                        v["duration"] = json!(age(c));
+                        v["idle_age"] = json!(age(u));
+                        v["hard_age"] = json!(age(m));
                     }
                     v
                 })

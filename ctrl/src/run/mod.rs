@@ -245,6 +245,11 @@ impl NodeHandle {
         self.cell.learn_now()
     }
 
+    /// Learned flows' current (id, created, modified, used), ms.
+    pub fn learned_times(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.cell.learned_times()
+    }
+
     /// Every worker's counters (a worker that does not answer within a
     /// second is left out).
     pub fn stats(&self) -> Vec<WorkerStats> {

@@ -165,8 +165,9 @@ pub fn build(l: &LearnAction, mut read: impl FnMut(&SubField) -> u128) -> LearnM
 pub struct LearnedFlow {
     /// Stable id (kept across refreshes and replacements).
     pub id: u64,
-    /// The flow (its timeouts may have been reduced by `fin_timeout`).
-    pub flow: Flow,
+    /// The flow (its timeouts may have been reduced by `fin_timeout`),
+    /// shared with the store and every snapshot.
+    pub flow: Arc<Flow>,
     /// When it was first learned.
     pub created_ms: u64,
     /// Last learn (hard timeout base).
@@ -214,7 +215,7 @@ impl Learned {
 #[derive(Debug, Clone)]
 struct Entry {
     id: u64,
-    flow: Flow,
+    flow: Arc<Flow>,
     created: u64,
     modified: u64,
     used: u64,
@@ -269,8 +270,14 @@ impl LearnStore {
                         false
                     }
                 };
-                let a = reduce(*idle, &mut e.flow.idle_timeout);
-                let b = reduce(*hard, &mut e.flow.hard_timeout);
+                let (mut idle_t, mut hard_t) = (e.flow.idle_timeout, e.flow.hard_timeout);
+                let a = reduce(*idle, &mut idle_t);
+                let b = reduce(*hard, &mut hard_t);
+                if a || b {
+                    let f = Arc::make_mut(&mut e.flow);
+                    f.idle_timeout = idle_t;
+                    f.hard_timeout = hard_t;
+                }
                 a || b
             }
         }
@@ -284,7 +291,7 @@ impl LearnStore {
             if e.flow.actions == f.actions && e.flow.cookie == f.cookie {
                 return false;
             }
-            e.flow = f.clone();
+            e.flow = Arc::new(f.clone());
             return true;
         }
         if m.limit != 0
@@ -304,7 +311,7 @@ impl LearnStore {
             k,
             Entry {
                 id,
-                flow: f.clone(),
+                flow: Arc::new(f.clone()),
                 created: now,
                 modified: now,
                 used: now,
@@ -374,6 +381,15 @@ impl LearnStore {
         self.by_id.clear();
     }
 
+    /// Every learned flow's (id, created, modified, used), as of now (the
+    /// snapshots' copies only move when the flows change).
+    pub fn times(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.flows
+            .values()
+            .map(|e| (e.id, e.created, e.modified, e.used))
+            .collect()
+    }
+
     /// An immutable snapshot for a pipeline generation.
     pub fn snapshot(&self) -> Arc<Learned> {
         let mut flows: Vec<LearnedFlow> = self
@@ -401,7 +417,7 @@ impl LearnStore {
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| f.flow.table == t)
-                    .map(|(i, f)| (i as u32 | LEARNED_BIT, &f.flow)),
+                    .map(|(i, f)| (i as u32 | LEARNED_BIT, &*f.flow)),
             ));
         }
         Arc::new(Learned { flows, tables })

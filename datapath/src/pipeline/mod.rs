@@ -98,6 +98,6 @@ impl Pipeline {
     pub fn all_flows(&self) -> impl Iterator<Item = &Flow> {
         self.flows
             .iter()
-            .chain(self.learned.flows().iter().map(|l| &l.flow))
+            .chain(self.learned.flows().iter().map(|l| &*l.flow))
     }
 }
