@@ -4,8 +4,11 @@
 //! the difference, so setup cancels out).
 //!
 //! ```text
-//! nodeport_insn [PACKETS] [megaflow]     (default 10000)
+//! nodeport_insn [PACKETS] [megaflow] [syn]     (default 10000)
 //! ```
+//! With `syn`, each packet is instead the SYN of a new connection (source
+//! port 1024 + i): the miss path (three conntrack commits, per-connection
+//! megaflow upcalls, chain recording).
 //! Replays the scenario's handshake, then sends its established client data
 //! packet PACKETS times through the cached engine (megaflow + chain cache;
 //! with `megaflow`, chain cache off: every pass probes the megaflow cache).
@@ -13,6 +16,8 @@
 use bench::nodeport::NodePort;
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
 use datapath::replay::Replayer;
+use datapath::wire::build::{PacketBuilder, SYN};
+use std::net::Ipv4Addr;
 
 fn main() {
     let n: u64 = std::env::args()
@@ -26,7 +31,9 @@ fn main() {
         in_port,
     } = NodePort::load();
     let numbers = ports.numbers();
-    let chains = std::env::args().nth(2).as_deref() != Some("megaflow");
+    let args: Vec<String> = std::env::args().collect();
+    let chains = !args.iter().any(|a| a == "megaflow");
+    let syn = args.iter().any(|a| a == "syn");
     let mut r = Replayer::new(&p, &ports).with_cache();
     if !chains {
         r.cache = r.cache.map(|c| c.with_chain_capacity(0));
@@ -37,8 +44,22 @@ fn main() {
     let mut scratch = Scratch::default();
     let mut buf = data.clone();
     let mut outs = 0u64;
-    for _ in 0..n {
-        buf.copy_from_slice(&data);
+    for i in 0..n {
+        if syn {
+            buf = PacketBuilder::tcp(
+                [0x00, 0x50, 0x56, 0xa7, 0xca, 0x77],
+                [0x00, 0x50, 0x56, 0xa7, 0x35, 0x0b],
+                Ipv4Addr::new(10, 176, 26, 36),
+                Ipv4Addr::new(10, 176, 25, 244),
+                1024 + (i % 60_000) as u16,
+                30232,
+            )
+            .flags(SYN)
+            .seq(1)
+            .build();
+        } else {
+            buf.copy_from_slice(&data);
+        }
         let mut sink = |_p: u32, _b: &[u8]| outs += 1;
         let mut e = Engine {
             pipeline: &p,
