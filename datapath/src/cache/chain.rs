@@ -24,9 +24,9 @@
 //! Walks that fork (a `ct(table=N)` that is not its pass's last action), that
 //! are traced, or whose passes carry learn bookkeeping (`learn()` actions,
 //! learned flows whose use refreshes their timeouts) are never recorded:
-//! they take the pass-by-pass path every time. Nor are TCP SYNs (a
-//! connection's SYN key recurs only on retransmission; recording every new
-//! connection's walk cost ~4% of its instructions).
+//! they take the pass-by-pass path every time. Every other walk is
+//! recorded, SYNs included (retried SYNs to a Service without endpoints
+//! replay; recording costs a new connection ~4% of its instructions).
 //!
 //! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
 //! (one per worker) and refers to its entries by index, so it is cleared

@@ -167,13 +167,6 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 let epoch = c.epoch();
                 if !self.replay_chain(pkt, &layout, &key, sink) {
                     let mut rec = Recorder::new(epoch);
-                    // A TCP SYN's key is its connection's only SYN (its
-                    // chain would replay only for a retransmission):
-                    // recording it would cost every new connection ~4%
-                    // (callgrind) for nothing.
-                    let syn = key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64
-                        && key.get(slot::NW_PROTO) == key::ip_proto::TCP as u64
-                        && key.get(slot::TCP_FLAGS) & 0x002 != 0;
                     self.pass(
                         pkt,
                         &layout,
@@ -183,10 +176,9 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         0,
                         sink,
                         &mut trace,
-                        (!syn).then_some(&mut rec),
+                        Some(&mut rec),
                     );
                     if let Some(c) = self.cache.as_deref_mut()
-                        && !syn
                         && rec.ok
                         && c.epoch() == rec.epoch
                     {
