@@ -15,14 +15,18 @@
 //!   port allocation -> new connections per second per core.
 //!
 //! After criterion's figures, a summary measured in this same run (best of
-//! 7 interleaved rounds, every point once per round) prints ns/packet, Mpps per core and
+//! 40 interleaved rounds of 2,000 packets, every point once per round; the
+//! new-connection figure best of 40 batches of 1,024 SYNs) prints ns/packet, Mpps per core and
 //! the ratio to the 1-Service/1-connection point, and the memory per tracked
 //! connection: bytes the conntrack table really allocates (a counting
 //! global allocator) divided by its capacity, and per NodePort connection
 //! (three conntrack connections, one per zone).
 //!
-//! `cargo bench -p bench --bench sweep` (about 2 minutes); under `cargo
-//! test` (CI) the sizes shrink to 1/100 Services and 1/1,000 connections.
+//! `cargo bench -p bench --bench sweep` (about 3 minutes after the build;
+//! on a shared machine run the built binary pinned and SCHED_FIFO:
+//! `chrt -f 10 taskset -c 1 target/release/deps/sweep-* --bench`); under
+//! `cargo test` (CI) the sizes shrink to 1/100 Services and 1/1,000
+//! connections.
 
 mod common;
 
@@ -266,13 +270,18 @@ fn nodeports(n: usize) -> Vec<u16> {
     (0..n).filter_map(node_port).collect()
 }
 
-/// Best ns/packet per point over 7 interleaved rounds (every point once per
-/// round), so load from other processes on this shared machine hits every
-/// point alike.
+/// Best ns/packet per point over 40 interleaved rounds of short batches
+/// (every point once per round), so load from other processes on this
+/// shared machine hits every point alike and the best batch of each ran
+/// unpreempted.
 fn interleaved(points: &mut [(String, Established<'_>)]) -> Vec<f64> {
-    let batch = if bench::quick() { 200 } else { 20_000 };
+    let (batch, rounds) = if bench::quick() {
+        (200, 2)
+    } else {
+        (2_000, 40)
+    };
     let mut best = vec![f64::MAX; points.len()];
-    for _ in 0..7 {
+    for _ in 0..rounds {
         for (b, (_, e)) in best.iter_mut().zip(points.iter_mut()) {
             let t = Instant::now();
             for _ in 0..batch {
@@ -354,7 +363,7 @@ fn sweeps(c: &mut Criterion) {
         })
     });
     g.finish();
-    let new_ns = (0..7)
+    let new_ns = (0..40)
         .map(|_| {
             nc.prepare(k);
             let t = Instant::now();
@@ -377,7 +386,7 @@ fn sweeps(c: &mut Criterion) {
 
     let base = best[0];
     eprintln!(
-        "\nsummary (best of 7 interleaved rounds, this run; ratio to 1 Service / 1 connection):"
+        "\nsummary (best of 40 interleaved rounds, this run; ratio to 1 Service / 1 connection):"
     );
     eprintln!("| point | ns/packet | Mpps/core | ratio |");
     eprintln!("|---|---:|---:|---:|");
