@@ -16,13 +16,13 @@
 //!
 //! After criterion's figures, a summary measured in this same run (best of
 //! 40 interleaved rounds of 2,000 packets, every point once per round; the
-//! new-connection figure best of 40 batches of 1,024 SYNs) prints ns/packet, Mpps per core and
-//! the ratio to the 1-Service/1-connection point, and the memory per tracked
-//! connection: bytes the conntrack table really allocates (a counting
+//! new-connection figure best of 40 batches of 1,024 SYNs) prints
+//! ns/packet, Mpps per core and the ratio to the 1-Service/1-connection
+//! point, and the memory per tracked connection: bytes the conntrack table really allocates (a counting
 //! global allocator) divided by its capacity, and per NodePort connection
 //! (three conntrack connections, one per zone).
 //!
-//! `cargo bench -p bench --bench sweep` (about 3 minutes after the build;
+//! `cargo bench -p bench --bench sweep` (about 1 minute after the build;
 //! on a shared machine run the built binary pinned and SCHED_FIFO:
 //! `chrt -f 10 taskset -c 1 target/release/deps/sweep-* --bench`); under
 //! `cargo test` (CI) the sizes shrink to 1/100 Services and 1/1,000
