@@ -20,9 +20,10 @@
 #
 # Part 1, packets (UDP, 60-byte frames from flowpath-pktgen on AF_XDP TX):
 # for each flow count, system and round: warm-up (every flow twice at a
-# modest rate, so every dut has every connection in conntrack; the count of
-# tracked connections is read back: flowpath's control socket, ovs-appctl,
-# the netns's nf_conntrack_count), then
+# modest rate while a reflector in sink answers each frame, so every dut has
+# every connection established in conntrack; the count of tracked
+# connections is read back: flowpath's control socket, ovs-appctl, the
+# netns's nf_conntrack_count), then
 #   flood     offered vs delivered over SECS s at the generator's full rate;
 #   zero-loss RFC 2544 search: up to STEPS trials of TRIAL s each at a
 #             fixed offered rate, pass = lost <= LOSS_PPM per million sent
@@ -362,14 +363,25 @@ for round in $(seq 1 "$ROUNDS"); do
       # Warm-up: every flow twice; again, slower, while the dut tracks
       # fewer connections than there are flows (OVS sets up new
       # connections through upcalls at a few thousand per second).
+      # A reflector in sink answers every frame (addresses and ports
+      # swapped) during the warm-up, so each flow has seen a reply and is
+      # established in conntrack (one-way UDP stays +new on OVS and
+      # flowpath: every packet would walk the commit passes).
+      RP=""
+      if [ $sys != xdp_fwd ]; then
+        taskset -c 0 "$R/flowpath-pktgen" sink s$T --netns $NS-sink --mode native --reflect \
+          --secs 600 --idle 600 > /dev/null 2>&1 & RP=$!
+        sleep 0.5
+      fi
       wr=$((flows > 10000 ? 100000 : 200000))
       for pass in 1 2 3 4 5 6; do
-        gen "$flows" --count $((2 * flows + 1000)) --rate $wr > /dev/null || true
+        PRIO="" gen "$flows" --count $((2 * flows + 1000)) --rate $wr > /dev/null || true
         sleep 0.3
         tr=$(tracked $sys udp)
         [ "$tr" = - ] || [ "$tr" -ge "$flows" ] && break
         wr=$((wr / 2 > 20000 ? wr / 2 : 20000))
       done
+      if [ -n "$RP" ]; then kill -TERM $RP; wait $RP 2>/dev/null || true; sleep 0.3; fi
       r0=$(rxs); g=$(gen "$flows" --secs "$SECS"); sleep 0.2; r1=$(rxs)
       sent=$(js packets <<< "$g"); offered=$(js pps <<< "$g")
       delivered=$(( (r1 - r0) / SECS ))

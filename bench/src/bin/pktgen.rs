@@ -6,6 +6,7 @@
 //!                      [--rate PPS] [--secs S | --count N] [--queue Q] [--mode auto|native|skb]
 //!                      [--netns NS] [--src-mac MAC]
 //! flowpath-pktgen sink <ifname> [--secs S] [--idle S] [--sent N] [--queue Q] [--mode M] [--netns NS]
+//!                      [--reflect]
 //! ```
 //!
 //! The generator cycles through `--flows` (source address, source port,
@@ -14,7 +15,11 @@
 //! prints a JSON summary on exit. The sink counts arrivals, reads the stamps
 //! back for latency and loss (against `--sent`, or the highest sequence
 //! number seen), and stops after `--secs` or `--idle` seconds without
-//! traffic once some arrived. On a terminal both show a live progress line.
+//! traffic once some arrived. With `--reflect` the sink also sends every
+//! IPv4 UDP/TCP frame back with addresses and ports swapped (checksums stay
+//! valid: a swap keeps the one's-complement sums), so a datapath sees a reply
+//! for every flow and its conntrack counts the flow as established. On a
+//! terminal both show a live progress line.
 
 use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
@@ -48,6 +53,7 @@ struct Opts {
     count: Option<u64>,
     idle: f64,
     sent: Option<u64>,
+    reflect: bool,
     queue: u32,
     mode: XdpMode,
     netns: Option<String>,
@@ -73,7 +79,7 @@ fn parse() -> Res<Opts> {
                 "{}",
                 include_str!("pktgen.rs")
                     .lines()
-                    .take(9)
+                    .take(10)
                     .collect::<Vec<_>>()
                     .join("\n")
             );
@@ -100,6 +106,7 @@ fn parse() -> Res<Opts> {
         count: None,
         idle: 1.0,
         sent: None,
+        reflect: false,
         queue: 0,
         mode: XdpMode::Auto,
         netns: None,
@@ -123,6 +130,7 @@ fn parse() -> Res<Opts> {
             "--count" => o.count = Some(val()?.parse()?),
             "--idle" => o.idle = val()?.parse()?,
             "--sent" => o.sent = Some(val()?.parse()?),
+            "--reflect" => o.reflect = true,
             "--queue" => o.queue = val()?.parse()?,
             "--mode" => o.mode = val()?.parse()?,
             "--netns" => o.netns = Some(val()?),
@@ -294,10 +302,38 @@ fn sink(o: &Opts, umem: &mut Umem, port: &mut AfXdpPort, p: &mut Progress) -> se
             let d = umem.data(f);
             stats.record(d.len(), Stamp::parse(d), t);
         }
+        if o.reflect {
+            for f in batch.frames() {
+                reflect(umem.data_mut(f));
+            }
+            port.tx_burst(umem, &mut batch);
+        }
         umem.free_batch(&mut batch);
         p.tick(start, stats.packets);
     }
     // The rate is over the span traffic arrived in, not the idle tail.
     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
     stats.to_json(secs, o.sent)
+}
+
+/// Swaps a frame's MACs, IPv4 addresses and L4 ports in place (UDP and TCP;
+/// anything else only gets its MACs swapped). Checksums stay valid.
+fn reflect(f: &mut [u8]) {
+    if f.len() < 14 {
+        return;
+    }
+    for i in 0..6 {
+        f.swap(i, 6 + i);
+    }
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return;
+    }
+    for i in 0..4 {
+        f.swap(26 + i, 30 + i);
+    }
+    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    if matches!(f[23], 6 | 17) && f.len() >= l4 + 4 {
+        f.swap(l4, l4 + 2);
+        f.swap(l4 + 1, l4 + 3);
+    }
 }
