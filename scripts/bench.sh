@@ -42,7 +42,7 @@
 # Output: one table per part (median, min-max, ratio to flowpath),
 # $OUT/results.txt, $OUT/connrate.txt, $OUT/bench.svg, $OUT/machine.txt.
 #
-#   sudo scripts/bench.sh            full: ~12 min
+#   sudo scripts/bench.sh            full: ~17 min (+ build) on the 2-core VM
 #   sudo QUICK=1 scripts/bench.sh    1 round, 1 and 1,000 flows, short trials: ~2 min
 # Knobs (env): SECS ROUNDS FLOWS SYSTEMS CONN_SYSTEMS (empty: skip part 2)
 # TRIAL STEPS LOSS_PPM (STEPS=0: no zero-loss search) CONN_SECS OUT NO_BUILD
