@@ -474,3 +474,10 @@ table=1,priority=10,ct_state=+new+trk,ip,actions=controller(reason=no_match,user
     assert!(cached.cache.as_ref().unwrap().stats.chain_hits >= 2);
     assert_eq!(cached.stats.rejects, 4);
 }
+
+#[test]
+fn the_snapshot_holds_every_slot_an_answer_reads() {
+    for s in ORIGIN_SLOTS {
+        assert!((s.word as usize) < ORIGIN_WORDS, "{s:?}");
+    }
+}
