@@ -789,3 +789,73 @@ fn client_ip_affinity_learns_and_expires_like_ovs() {
         }
     }
 }
+
+/// ClientIP affinity behind a NodePort with externalTrafficPolicy Cluster
+/// (`np-sticky`): the chain SNATs every external client to the gateway IP
+/// before the Service's table 41, so the affinity key is the client address
+/// saved in reg5 by table 7. Two external clients each get their own learned
+/// flow (keyed on their own address, not the gateway's), and a second query
+/// of one of them reuses its flow; identical in OVS and flowpath.
+#[test]
+fn nodeport_affinity_keys_on_the_external_client_like_ovs() {
+    if skip_without_ovs("nodeport_affinity_keys_on_the_external_client_like_ovs") {
+        return;
+    }
+    let (flows, groups) = compiled();
+    let ext2 = Ipv4Addr::new(10, 176, 26, 37);
+    let q = |src: Ipv4Addr, sport: u16| {
+        hex(
+            &PacketBuilder::udp(EXT_MAC, UPLINK_MAC, src, NODE_IP, sport, 30064)
+                .payload(b"query")
+                .build(),
+        )
+    };
+    let steps_text = format!(
+        "uplink {}\n@flows 40\nuplink {}\nuplink {}\n@flows 40\n",
+        q(EXT, 43001),
+        q(ext2, 43002),
+        q(EXT, 43003)
+    );
+    let steps = parse_steps(&steps_text).unwrap();
+    let ovs = ovs_replay(&flows, Some(&groups), &ports(), &steps_text).expect("OVS");
+    let learned: Vec<Vec<String>> = ovs["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["cmd"] == "flows")
+        .map(|r| {
+            r["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.to_string())
+                .filter(|e| e.contains("reg5="))
+                .collect()
+        })
+        .collect();
+    // One learned flow per external client, keyed on its own address.
+    assert_eq!(learned.len(), 2, "{learned:?}");
+    assert_eq!(learned[0].len(), 1, "{learned:?}");
+    assert_eq!(learned[1].len(), 2, "{learned:?}");
+    for (ip, hexip) in [(EXT, "0xab01a24"), (ext2, "0xab01a25")] {
+        assert!(
+            learned[1]
+                .iter()
+                .any(|e| e.contains(&format!("reg5={hexip},"))),
+            "no learned flow for {ip}: {learned:?}"
+        );
+    }
+    for cache in [false, true] {
+        let fp = replay_json(
+            &flows,
+            Some(&groups),
+            &ports(),
+            &steps_text,
+            &ReplayOptions { cache },
+        )
+        .expect("replay");
+        if let Err(e) = compare(&format!("np affinity (cache={cache})"), &steps, &ovs, &fp) {
+            panic!("{e}");
+        }
+    }
+}

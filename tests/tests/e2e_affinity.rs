@@ -131,7 +131,11 @@ fn client_ip_affinity_sticks_then_expires() {
     let l = learned(&flows);
     assert_eq!(l.len(), 1, "one learned flow for the one client:\n{flows}");
     assert!(
-        l[0].contains(&format!("nw_src={GW_IP}")) && l[0].contains("nw_dst=10.96.0.77"),
+        // The client address is the key, in reg5 (compile::tables::REG_CLIENT).
+        l[0].contains(&format!(
+            "reg5={:#x}",
+            u32::from(GW_IP.parse::<std::net::Ipv4Addr>().unwrap())
+        )) && l[0].contains("nw_dst=10.96.0.77"),
         "{}",
         l[0]
     );

@@ -56,7 +56,7 @@
 //!   state 3; the chosen bucket loads the endpoint (reg3 = IP, reg4[0..15]
 //!   = port) and comes back to table 41, whose priority-200 "learn" flow
 //!   adds to table 40 a flow matching IPv4 + protocol + destination port +
-//!   frontend IP + client IP that loads the same endpoint with state 2
+//!   frontend IP + client address (reg5) that loads the same endpoint with state 2
 //!   ("selected"), then goes to table 43, which DNATs to reg3:reg4[0..15]
 //!   in zone 65500. The next new connection of that client finds its
 //!   learned flow in table 40, and table 41's state-2 flow sends it
@@ -71,10 +71,13 @@
 //!   the first connection whatever the traffic.) `delete_learned` drops a
 //!   frontend's learned flows when the frontend goes. The group hashes the
 //!   client address and port, so without a learned flow connections
-//!   spread. Limit: NodePort traffic with externalTrafficPolicy Cluster is
-//!   SNATed to the gateway IP (zone 52200) before table 41, so its affinity
-//!   key is the gateway IP: every external client shares one endpoint
-//!   (ClusterIP, external IPs and ETP Local keep the client address).
+//!   spread. The key is the client address in reg5: NodePort and external
+//!   IP traffic with externalTrafficPolicy Cluster is SNATed to the gateway
+//!   IP (zone 52200) before table 41, so for affinity Services table 7
+//!   saves `nw_src` in reg5 before the chain (registers survive the
+//!   recirculations); table 31 fills it from `nw_src` for every other new
+//!   connection. Cost: an affinity NodePort's megaflows match the client
+//!   address (non-affinity Services are unaffected).
 //! - A Service without usable endpoints sends new connections to the
 //!   controller (`controller(reason=no_match,userdata=REJECT)`, as Antrea
 //!   does); the datapath answers it itself (`datapath::reject`): a TCP RST,
@@ -121,7 +124,7 @@ use datapath::pipeline::ir::{Action, Bucket, Flow, Group, GroupType};
 
 use crate::config::k8s::{Protocol, ServiceType};
 use crate::config::{ConfigError, Manifests, NodeConfig};
-use build::{M, ct, flow, load, nat_range, resubmit, sub, whole};
+use build::{M, ct, flow, load, mov, nat_range, resubmit, sub, whole};
 use resolve::{Backend, ResolvedPort};
 use tables::*;
 
@@ -251,9 +254,23 @@ fn reject() -> Action {
     }
 }
 
+/// `actions`, preceded for a ClientIP-affinity Service by saving the client
+/// address in reg5 (its affinity key) before the NodePort chain SNATs it to
+/// the gateway IP. Only affinity Services pay for it: the move makes their
+/// megaflows match the client address.
+fn save_client(affinity: bool, mut actions: Vec<Action>) -> Vec<Action> {
+    if affinity {
+        actions.insert(
+            0,
+            mov(whole(FieldId::NwSrc), whole(FieldId::Reg(REG_CLIENT))),
+        );
+    }
+    actions
+}
+
 /// The learn of a ClientIP-affinity frontend: in table 40, a flow that
 /// matches this client and frontend (IPv4, protocol, destination port and
-/// address, source address) and loads the chosen endpoint (reg3, reg4[0..15])
+/// address, the client address saved in reg5) and loads the chosen endpoint (reg3, reg4[0..15])
 /// with state "selected". Idle timeout = timeoutSeconds (see the module
 /// doc); `delete_learned` drops the learned flows with the frontend.
 fn affinity_learn(proto: Protocol, cookie: u64, timeout: u32) -> Action {
@@ -293,7 +310,7 @@ fn affinity_learn(proto: Protocol, cookie: u64, timeout: u32) -> Action {
             },
             m(tp_dst, 16),
             m(FieldId::NwDst, 32),
-            m(FieldId::NwSrc, 32),
+            m(FieldId::Reg(REG_CLIENT), 32),
             copy(FieldId::Reg(4), 0, 16),
             copy(FieldId::Reg(3), 0, 32),
             LearnSpec::Load {
@@ -589,7 +606,14 @@ impl Ctx<'_> {
     /// then the NodePort chain from table 9 on, with the external IP left as
     /// the destination), and the replies' way back (table 110). See the
     /// module doc.
-    fn external_snat(&mut self, ip: Ipv4Addr, proto: Protocol, port: u16, cookie: u64) {
+    fn external_snat(
+        &mut self,
+        ip: Ipv4Addr,
+        proto: Protocol,
+        port: u16,
+        cookie: u64,
+        affinity: bool,
+    ) {
         let gw = self.node.gateway.ip;
         if self.snat_ips.insert(ip) {
             if !self.node.node_ips.contains(&ip) {
@@ -623,10 +647,13 @@ impl Ctx<'_> {
             210,
             cookie,
             M::proto(proto).nw_dst(ip).tp_dst(port),
-            vec![
-                load(whole(FieldId::Reg(8)), REG8_REQUEST as u128),
-                resubmit(T_NODEPORT_POST_DNAT),
-            ],
+            save_client(
+                affinity,
+                vec![
+                    load(whole(FieldId::Reg(8)), REG8_REQUEST as u128),
+                    resubmit(T_NODEPORT_POST_DNAT),
+                ],
+            ),
         ));
     }
 
@@ -684,7 +711,7 @@ impl Ctx<'_> {
                 self.lb_flow(ip, proto, port, ge, cookie, rp.svc.affinity_timeout);
                 self.record_udp(proto, (ip, port), &external);
                 if !rp.svc.external_local {
-                    self.external_snat(ip, proto, port, cookie);
+                    self.external_snat(ip, proto, port, cookie, affinity);
                 }
             }
         }
@@ -717,13 +744,16 @@ impl Ctx<'_> {
             200,
             cookie,
             M::proto(proto).tp_dst(np),
-            vec![ct(
-                false,
-                T_NODEPORT_DNAT,
-                ZONE_NODEPORT_DNAT,
-                Some(conntrack::NatSpec::Existing),
-                vec![],
-            )],
+            save_client(
+                rp.svc.affinity_timeout.is_some() && !rp.svc.external_local,
+                vec![ct(
+                    false,
+                    T_NODEPORT_DNAT,
+                    ZONE_NODEPORT_DNAT,
+                    Some(conntrack::NatSpec::Existing),
+                    vec![],
+                )],
+            ),
         ));
         if rp.svc.external_local {
             // Table 11: ETP Local skips the SNAT to the gateway IP.

@@ -78,6 +78,10 @@ pub const REG4_STATE_MASK: u32 = 0x7_0000;
 pub const REG4_SELECTED: u32 = 0x2_0000;
 /// reg4[16..18] = 3: the group named an endpoint to learn (affinity).
 pub const REG4_LEARN: u32 = 0x3_0000;
+/// reg5: the client address of a new connection, the key of ClientIP
+/// session affinity. Saved before the NodePort chain's SNAT to the gateway
+/// IP for affinity Services (table 7), otherwise by table 31 from `nw_src`.
+pub const REG_CLIENT: u8 = 5;
 /// ct_mark of Service connections (committed by the LB group).
 pub const CT_MARK_SERVICE: u32 = 0x21;
 /// ct_mark of other connections (committed by table 105).
@@ -409,6 +413,19 @@ pub fn base(node: &NodeConfig, out: &mut Vec<Flow>) {
         c,
         M::ip().ct_state(ct_state::INV | ct_state::TRK, 0),
         vec![Action::Drop],
+    ));
+    // New connections: reg5 = the client address (affinity's key) unless
+    // the NodePort chain saved it before its SNAT (table 7).
+    out.push(flow(
+        T_CT_STATE,
+        191,
+        c,
+        trk_new(M::ip()).reg(REG_CLIENT, 0, u32::MAX),
+        vec![
+            mov(whole(FieldId::NwSrc), whole(FieldId::Reg(REG_CLIENT))),
+            resubmit(T_AFFINITY),
+            resubmit(T_SERVICE_LB),
+        ],
     ));
     out.push(flow(
         T_CT_STATE,
