@@ -643,9 +643,22 @@ impl Shard {
         false
     }
 
+    /// OVS `conn_force_expire`: the connection is dead for lookups and
+    /// dumps at once. A connection without NAT goes to the head of its
+    /// expiry list so the next reap reclaims it (nothing can observe it
+    /// any more). A NAT connection stays where it is queued and is
+    /// reclaimed when the sweeper reaches it by its earlier timer: until
+    /// then its reply key stays taken for new NAT connections
+    /// ([`crate::table::Table::nat_key_taken`]), as OVS's un-NAT entry
+    /// stays in its table until its sweeper cleans the connection, so a
+    /// SYN re-opening a closed NATed connection gets another port (OVS
+    /// sweeps every 20 s or so; this holds the port for at most the old
+    /// timer, e.g. TIME_WAIT's).
     fn force_expire(&mut self, c: u32) {
         self.table.conns[c as usize].expiration = 0;
-        self.table.push_front(c);
+        if self.table.conns[c as usize].nat == NatKind::None {
+            self.table.push_front(c);
+        }
     }
 
     fn valid_new(pkt: &CtPacket) -> bool {
@@ -765,7 +778,7 @@ impl Shard {
                 .dir
                 .as_ref()
                 .is_some_and(|(d, w)| d.owned_by_other(&rev.tuple(), w.worker));
-            return (self.table.lookup(&rev, now).is_none() && !other).then_some(rev);
+            return (!self.table.nat_key_taken(&rev, now) && !other).then_some(rev);
         }
         let mut rng = self.rng;
         let mut random = || {
@@ -776,11 +789,12 @@ impl Shard {
         };
         let table = &self.table;
         let dir = self.dir.as_ref().map(|(d, w)| (d.as_ref(), w.worker));
-        // A candidate is taken if this shard or (with a directory) another
-        // worker uses it; SNAT ports outside this worker's slice are never
-        // offered.
+        // A candidate is taken if this shard (including the reply key of an
+        // expired, unreclaimed NAT connection, as in OVS) or (with a
+        // directory) another worker uses it; SNAT ports outside this
+        // worker's slice are never offered.
         let taken = |k: &Key| {
-            table.lookup(k, now).is_some()
+            table.nat_key_taken(k, now)
                 || dir.is_some_and(|(d, me)| d.owned_by_other(&k.tuple(), me))
         };
         let sliced = |p: u16| {

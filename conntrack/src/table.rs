@@ -13,6 +13,8 @@
 //!   (after NAT, the translated reply tuple). Keys of expired but not yet
 //!   reclaimed connections may coexist with a live duplicate; lookups skip
 //!   expired connections, so at most one *live* connection answers a key.
+//!   (Only the NAT port choice still counts an expired, unreclaimed NAT
+//!   connection's reply key as taken, as OVS does: [`Table::nat_key_taken`].)
 //! * **Expiry**: one FIFO list per distinct timeout duration. A connection
 //!   sits in the list of its current timeout class; a refresh of the same
 //!   class only rewrites `expiration` (no list surgery on the established
@@ -178,6 +180,38 @@ impl Table {
                 let c = &self.conns[slot as usize];
                 if c.keys[dir] == *key && now < c.expiration {
                     return Some((slot, dir == 1));
+                }
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Whether `key` is unavailable as the reply key of a new NAT
+    /// connection (OVS `nat_get_unique_tuple`'s `conn_lookup`): a live
+    /// connection uses it in either direction, or a NAT connection that has
+    /// expired (by its timer, or force-expired by a SYN re-opening its
+    /// tuple) but is not reclaimed yet still holds it as its reply key. OVS
+    /// 3.1 keeps a NAT connection's reply tuple in its table as a separate
+    /// "un-NAT" entry that lookups never treat as expired; it goes only
+    /// when the sweeper cleans the connection. So a re-opened NAT
+    /// connection gets a different port than the one it replaces.
+    /// Cold path (new NAT connections only).
+    pub fn nat_key_taken(&self, key: &Key, now: u64) -> bool {
+        let tag = self.tag_of(key);
+        let mut pos = tag as usize & self.mask;
+        loop {
+            let e = self.index[pos];
+            if e == 0 {
+                return false;
+            }
+            if e >> 33 == tag {
+                let slot = (e as u32).wrapping_sub(1);
+                let dir = ((e >> 32) & 1) as usize;
+                let c = &self.conns[slot as usize];
+                if c.keys[dir] == *key
+                    && (now < c.expiration || (dir == 1 && c.nat != NatKind::None))
+                {
+                    return true;
                 }
             }
             pos = (pos + 1) & self.mask;

@@ -720,6 +720,69 @@ fn snat_port_clash_takes_the_next_port_of_the_class() {
     assert_eq!((p.tuple.dst, p.tuple.dport), (b, 40000));
 }
 
+/// OVS 3.1: a SYN on a closed NATed connection force-expires it, but its
+/// reply tuple stays taken until the sweeper reclaims it, so the re-opened
+/// connection is translated to the next port; the old one is invisible in
+/// dumps meanwhile. (Differential scenario `nodeport_chain_invalidation`.)
+#[test]
+fn reopened_nat_connection_gets_another_port_until_the_old_one_is_reclaimed() {
+    let mut r = Rig::new();
+    let s = ip(8, 8, 8, 8);
+    let pipe = [ct_nat(0), commit_snat(0, GW)];
+    let (p, _, st) = r.chain(&tcp((C, 40000), (s, 443), SYN, 1, 0, 0), &pipe);
+    assert_eq!(p.tuple.sport, 40000);
+    assert_eq!(st, vec![NEW_TRK, NEW_TRK | cs::SNAT]);
+    r.chain(
+        &tcp((s, 443), (GW, 40000), SYN | ACK, 5000, 2, 0),
+        &[ct_nat(0)],
+    );
+    r.chain(&tcp((C, 40000), (s, 443), ACK, 2, 5001, 0), &pipe);
+    r.chain(
+        &tcp((s, 443), (GW, 40000), RST | ACK, 5001, 2, 0),
+        &[ct_nat(0)],
+    );
+    assert!(
+        r.lines()[0].ends_with("state=TIME_WAIT)"),
+        "{:?}",
+        r.lines()
+    );
+
+    let (p, _, st) = r.chain(&tcp((C, 40000), (s, 443), SYN, 9000, 0, 0), &pipe);
+    assert_eq!(st, vec![NEW_TRK, NEW_TRK | cs::SNAT]);
+    assert_eq!(p.tuple.sport, 40001, "the old reply tuple is still held");
+    assert_eq!(r.sh.len(), 2, "the old connection is not reclaimed yet");
+    let lines = r.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("dport=40001)"), "{lines:?}");
+    assert!(lines[0].ends_with("state=SYN_SENT)"), "{lines:?}");
+    // The reply reaches the new connection and is un-NATed to the client.
+    let (p, _, st) = r.chain(
+        &tcp((s, 443), (GW, 40001), SYN | ACK, 7000, 9001, 0),
+        &[ct_nat(0)],
+    );
+    assert_eq!(st, vec![EST_RPL | cs::DNAT]);
+    assert_eq!((p.tuple.dst, p.tuple.dport), (C, 40000));
+
+    // Once both are reclaimed the port is free again.
+    r.now += 86_400_000;
+    while r.sh.sweep(r.now, 64) > 0 {}
+    assert!(r.sh.is_empty());
+    let (p, _, _) = r.chain(&tcp((C, 40000), (s, 443), SYN, 1, 0, 0), &pipe);
+    assert_eq!(p.tuple.sport, 40000);
+}
+
+/// Without NAT nothing can observe a force-expired connection, so it is
+/// reclaimed by the next ct() call.
+#[test]
+fn reopened_plain_connection_is_reclaimed_at_once() {
+    let mut r = Rig::new();
+    established(&mut r);
+    r.one(&tcp((E, 80), (C, 1000), RST | ACK, 5001, 101, 0), &ct(1));
+    r.one(&tcp((C, 1000), (E, 80), SYN, 9000, 0, 0), &commit(1));
+    r.one(&tcp((C, 1000), (E, 80), SYN, 9000, 0, 0), &ct(1));
+    assert_eq!(r.sh.len(), 1);
+}
+
 #[test]
 fn nat_exhaustion_drops_with_a_counter() {
     let mut r = Rig::new();

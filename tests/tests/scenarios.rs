@@ -342,12 +342,12 @@ SNAT to GwIP (zone 52200) -> endpoint DNAT (zone 65500) -> local pod1; reply bac
 /// that must invalidate a cached walk (`datapath::cache::chain`): repeated
 /// established packets both ways (the second and later replay a recorded
 /// chain), a conntrack flush mid-stream (the next packets are picked up as
-/// new connections), expiry by the clock, and packets after a close. (A
-/// new SYN on the closed connection's tuple is not here: flowpath's
-/// conntrack and OVS disagree on it today, with and without the cache: OVS
-/// keeps the old connection in TIME_WAIT in the SNAT zone and picks source
-/// port 40003 for the new one.) The outputs are OVS's; the differential
-/// test checks flowpath's cached path against them packet by packet.
+/// new connections), expiry by the clock, packets after a close, and a new
+/// SYN on the closed connection's tuple (OVS 3.1 force-expires the closed
+/// connection, but its NAT reply tuple stays taken until the sweeper
+/// reclaims it, so the re-opened connection is translated to another source
+/// port). The outputs are OVS's; the differential test checks flowpath's
+/// cached path against them packet by packet.
 fn nodeport_chain_invalidation() -> Gen {
     let np = 30232;
     let (lb, group) = service_with(
@@ -395,7 +395,7 @@ fn nodeport_chain_invalidation() -> Gen {
     let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
     let (rq, rs) = (req.len() as u32, resp.len() as u32);
     let mut st = Steps::default();
-    let handshake = |st: &mut Steps, c: u32, s: u32| {
+    let handshake = |st: &mut Steps, c: u32, s: u32, to_server: Out<'_>, server: Leg<'_>| {
         st.packet(
             client.port,
             &seg(client, c, 0, SYN, b""),
@@ -414,7 +414,7 @@ fn nodeport_chain_invalidation() -> Gen {
     };
     // Data both ways, each packet three times (a retransmission is
     // in-window): the first walks and records, the others replay.
-    let data = |st: &mut Steps, c: u32, s: u32| {
+    let data = |st: &mut Steps, c: u32, s: u32, to_server: Out<'_>, server: Leg<'_>| {
         for _ in 0..3 {
             st.packet(
                 client.port,
@@ -431,18 +431,18 @@ fn nodeport_chain_invalidation() -> Gen {
         }
     };
     st.comment("handshake, then established data both ways, three times each");
-    handshake(&mut st, c, s);
-    data(&mut st, c + 1, s + 1);
+    handshake(&mut st, c, s, to_server, server);
+    data(&mut st, c + 1, s + 1, to_server, server);
     dump(&mut st);
     st.comment("flush mid-stream: the next client packet is a new connection (mid-stream pickup)");
     st.directive("@flush-ct");
-    data(&mut st, c + 1 + rq, s + 1 + rs);
+    data(&mut st, c + 1 + rq, s + 1 + rs, to_server, server);
     dump(&mut st);
     st.comment(
         "past the established timeout: the connections expire, the next packet is new again",
     );
     st.directive("@warp 86401000");
-    data(&mut st, c + 1 + 2 * rq, s + 1 + 2 * rs);
+    data(&mut st, c + 1 + 2 * rq, s + 1 + 2 * rs, to_server, server);
     dump(&mut st);
     st.comment(
         "close both ways; the last ACK repeated replays against the closed (TIME_WAIT) connection",
@@ -465,6 +465,24 @@ fn nodeport_chain_invalidation() -> Gen {
             &[exp(to_server, ACK, c2 + 1)],
         );
     }
+    dump(&mut st);
+    st.comment(
+        "re-open: a new SYN on the closed connection's tuple. OVS force-expires the old \
+connection in zone 52100, but its NAT reply tuple (VIP:NodePort <- client:40002) stays \
+taken until the sweeper reclaims it, so the new DNAT moves the source to port 40003; \
+the old connections in zones 52200 and 65500 are not touched and stay in TIME_WAIT",
+    );
+    let to_server = Out {
+        src: (GW_IP, 40003),
+        ..to_server
+    };
+    let server = Leg {
+        dst: (GW_IP, 40003),
+        ..server
+    };
+    let (c, s) = (c + 100_000, s + 100_000);
+    handshake(&mut st, c, s, to_server, server);
+    data(&mut st, c + 1, s + 1, to_server, server);
     dump(&mut st);
     Gen {
         name: "nodeport_chain_invalidation",
