@@ -31,8 +31,16 @@
 //! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
 //! (one per worker) and refers to its entries by index, so it is cleared
 //! whenever the megaflow cache is (pipeline generation change, capacity).
-//! Eviction: at most `capacity` chains; when full, all chains are dropped
-//! (megaflows stay).
+//! Eviction: at most `capacity` chains. When that many are live, new walks
+//! are simply not recorded: dropping them all would make a working set
+//! larger than the cache (100,000 established flows against 65,536 chains,
+//! visited round robin) record, overflow and drop forever without a single
+//! replay, whereas keeping them replays `capacity` of the connections. The
+//! steps of removed (diverged) chains stay in the arena; when it has no
+//! room left the chains are dropped and the arena starts over. Chains of
+//! connections that end without diverging go with the next megaflow flush
+//! (new connections' megaflows fill that cache and flush it with their
+//! chains).
 //!
 //! Memory: one chain costs its key (168 bytes), a map slot and 80 bytes
 //! per pass (about 900 bytes for the six-pass NodePort walk).
@@ -191,7 +199,12 @@ impl ChainCache {
         if steps.is_empty() || self.capacity == 0 {
             return;
         }
-        if self.map.len() >= self.capacity || self.steps.len() >= self.capacity * MAX_PASSES {
+        if self.map.len() >= self.capacity {
+            // Full of live chains: keep them (see the module doc).
+            return;
+        }
+        if self.steps.len() + steps.len() > self.capacity * MAX_PASSES {
+            // The arena is full of removed chains' steps: start over.
             self.clear();
         }
         let start = self.steps.len() as u32;
@@ -204,5 +217,58 @@ impl ChainCache {
     #[cold]
     pub fn remove(&mut self, key: &FlowKey) {
         self.map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> FlowKey {
+        let mut k = FlowKey::default();
+        k.w[0] = i;
+        k
+    }
+
+    fn walk(entry: EntryIdx, passes: usize) -> Vec<ChainStep> {
+        (0..passes)
+            .map(|_| ChainStep {
+                entry,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_cache_keeps_its_chains() {
+        let mut c = ChainCache::new(2);
+        c.insert(&key(1), &walk(1, 4));
+        c.insert(&key(2), &walk(2, 4));
+        // A third connection while two are live: not recorded, and the
+        // two recorded ones still replay (a clear here would thrash).
+        c.insert(&key(3), &walk(3, 4));
+        assert_eq!(c.len(), 2);
+        assert!(c.lookup(&key(3)).is_none());
+        assert_eq!(c.lookup(&key(1)).unwrap()[0].entry, 1);
+        assert_eq!(c.lookup(&key(2)).unwrap()[0].entry, 2);
+        // A diverged chain frees its slot for the next walk.
+        c.remove(&key(1));
+        c.insert(&key(3), &walk(3, 4));
+        assert_eq!(c.lookup(&key(3)).unwrap().len(), 4);
+        assert_eq!(c.lookup(&key(2)).unwrap()[0].entry, 2);
+    }
+
+    #[test]
+    fn removed_chains_steps_are_reclaimed_by_starting_over() {
+        let mut c = ChainCache::new(2);
+        // Churn: every chain diverges, the arena fills with dead steps and
+        // is started over; recording never stops.
+        for i in 0..100u64 {
+            c.insert(&key(i), &walk(i as EntryIdx, MAX_PASSES));
+            assert_eq!(c.lookup(&key(i)).unwrap().len(), MAX_PASSES, "chain {i}");
+            assert!(c.steps.len() <= 2 * MAX_PASSES);
+            c.remove(&key(i));
+        }
+        assert!(c.is_empty());
     }
 }
