@@ -199,7 +199,12 @@ fn forward_through_afxdp(
     stop.store(true, Ordering::Relaxed);
     let report = dut.join().unwrap();
     echo.join().unwrap();
-    // The program went away with its last owner.
+    // The program went away with its last owner. The kernel releases a BPF
+    // link from a work queue after its last fd closes: give it 2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while has_xdp(&t.dut_ns, &t.a) && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         !has_xdp(&t.dut_ns, &t.a),
         "XDP program left on {} after close",

@@ -418,7 +418,18 @@ fn fact8_recirculation_depth_is_6() {
             check_log(&mut sw, &[]);
         } else {
             assert_eq!((n2, n3), (7, 0), "the 7th recirculation drops");
-            let log = sw.new_log_problems().unwrap();
+            // The warning is logged by OVS's handler after the packet has
+            // gone: poll for it (up to 5 s) instead of reading once.
+            let mut log = Vec::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !log
+                .iter()
+                .any(|l: &String| l.contains("Max recirculation depth exceeded"))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                log.extend(sw.new_log_problems().unwrap());
+            }
             assert!(
                 log.iter()
                     .any(|l| l.contains("Max recirculation depth exceeded")),
