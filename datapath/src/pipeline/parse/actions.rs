@@ -87,6 +87,28 @@ fn bad(
     ParseError::new(it_pos, tok, problem, expected)
 }
 
+/// A copy's source and destination must be as wide as each other (`move`,
+/// and learn's `D=S` and `load:S->D`).
+pub(crate) fn same_width(
+    src: &SubField,
+    dst: &SubField,
+    pos: usize,
+    tok: &str,
+) -> Result<(), ParseError> {
+    if src.n_bits != dst.n_bits {
+        return Err(bad(
+            pos,
+            tok,
+            format!(
+                "source is {} bits but destination is {} bits",
+                src.n_bits, dst.n_bits
+            ),
+            "equal widths",
+        ));
+    }
+    Ok(())
+}
+
 /// `NAME[]`, `NAME[n]`, `NAME[a..b]`.
 pub(crate) fn parse_subfield(s: &str, pos: usize) -> Result<SubField, ParseError> {
     let err = |p: &str| {
@@ -440,17 +462,7 @@ fn parse_action(
             let mut dst = parse_subfield(b, bpos)?;
             src.field = concrete_field(src.field, mb);
             dst.field = concrete_field(dst.field, mb);
-            if src.n_bits != dst.n_bits {
-                return Err(bad(
-                    vp,
-                    s,
-                    format!(
-                        "source is {} bits but destination is {} bits",
-                        src.n_bits, dst.n_bits
-                    ),
-                    "equal widths",
-                ));
-            }
+            same_width(&src, &dst, vp, s)?;
             check_prereq(fields::get(src.field), mb, ctx, vp, a, "source")?;
             check_dst(fields::get(dst.field), mb, ctx, bpos, b)?;
             Action::Move { src, dst }

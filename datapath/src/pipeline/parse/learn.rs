@@ -10,7 +10,7 @@
 //! - `load:S[..]->D[..]`, `load:INT->D[..]`,
 //! - `output:F[..]`.
 
-use super::actions::parse_subfield;
+use super::actions::{parse_subfield, same_width};
 use super::value::{parse_field_value, parse_uint};
 use super::{Item, Items, ParseError, need_value};
 use crate::pipeline::fields::{self, FieldId};
@@ -147,17 +147,7 @@ pub(crate) fn parse_learn(it: &Item<'_>) -> Result<Action, ParseError> {
                     }
                     None => {
                         let src = subfield(a, vp)?;
-                        if src.n_bits != dst.n_bits {
-                            return Err(bad(
-                                vp,
-                                v,
-                                format!(
-                                    "source is {} bits but destination is {} bits",
-                                    src.n_bits, dst.n_bits
-                                ),
-                                "equal widths",
-                            ));
-                        }
+                        same_width(&src, &dst, vp, v)?;
                         LearnSrc::Field(src)
                     }
                 };
