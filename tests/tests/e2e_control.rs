@@ -7,22 +7,8 @@
 mod e2e_common;
 
 use std::path::Path;
-use std::process::Command;
 
 use e2e_common::*;
-
-/// `flowpath ARGS --socket S`; (exit ok, stdout + stderr).
-fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(flowpath_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(sock)
-        .output()
-        .expect("run flowpath");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
 
 fn ok(sock: &Path, args: &[&str]) -> String {
     let (good, out) = cli(sock, args);

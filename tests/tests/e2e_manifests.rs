@@ -361,7 +361,7 @@ fn service_matrix_from_manifests() {
     if skip() {
         return;
     }
-    let (c, mut fp) = cluster(1, &manifests(), "");
+    let (c, fp) = cluster(1, &manifests(), "");
     let mut failures = c.run_cases(&cases());
     // ETP Local: the endpoint on node2 is never picked for outside traffic.
     for i in 0..8 {
@@ -373,37 +373,7 @@ fn service_matrix_from_manifests() {
             }
         }
     }
-    let stats = fp.stats();
-    failures.extend(c.capture_failures());
-    let total = &stats["total"];
-    eprintln!("counters: {total}");
-    let (code, fin) = fp.terminate();
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    let rx = total["rx"].as_u64().unwrap_or(0);
-    assert!(rx > 1000, "rx {rx}");
-    let hit = total["cache_hit_rate"].as_f64().unwrap_or(0.0);
-    assert!(hit > 50.0, "cache hit rate {hit}%: {total}");
-    assert!(total["ct_entries"].as_u64().unwrap_or(0) > 0, "{total}");
-    assert_eq!(code, Some(0), "flowpath run exits 0 on SIGTERM");
-    assert!(fin["total"]["rx"].as_u64().unwrap_or(0) >= rx);
-}
-
-/// `flowpath ARGS --socket S`: (exit ok, stdout + stderr).
-fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(flowpath_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(sock)
-        .output()
-        .expect("run flowpath");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
+    finish_matrix(&c, fp, failures);
 }
 
 fn generation(sock: &Path) -> u64 {

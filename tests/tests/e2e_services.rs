@@ -160,27 +160,9 @@ fn cases() -> Vec<Case> {
 fn matrix(queues: u32) {
     let mut c = Cluster::new(queues);
     let workers = format!("workers = {queues}");
-    let mut fp = c.start_flowpath(queues, "native", &workers);
-    let mut failures = c.run_cases(&cases());
-    let stats = fp.stats();
-    failures.extend(c.capture_failures());
-    let total = &stats["total"];
-    eprintln!("counters: {total}");
-    let (code, fin) = fp.terminate();
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    // What the counters must show after this traffic.
-    let rx = total["rx"].as_u64().unwrap_or(0);
-    assert!(rx > 1000, "rx {rx}");
-    let hit = total["cache_hit_rate"].as_f64().unwrap_or(0.0);
-    assert!(hit > 50.0, "cache hit rate {hit}%: {total}");
-    assert!(total["ct_entries"].as_u64().unwrap_or(0) > 0, "{total}");
-    assert_eq!(code, Some(0), "flowpath run exits 0 on SIGTERM");
-    assert!(fin["total"]["rx"].as_u64().unwrap_or(0) >= rx);
+    let fp = c.start_flowpath(queues, "native", &workers);
+    let failures = c.run_cases(&cases());
+    finish_matrix(&c, fp, failures);
     for dev in [&c.up1, &c.p1, &c.p2] {
         assert!(
             !has_xdp(&c.n1, dev),

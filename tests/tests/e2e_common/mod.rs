@@ -717,6 +717,45 @@ impl Flowpath {
     }
 }
 
+/// `flowpath ARGS --socket S`: (exit ok, stdout + stderr).
+pub fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(flowpath_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .output()
+        .expect("run flowpath");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// The end of a matrix run: the counters (SIGUSR1) and the captures'
+/// problems join `failures`; flowpath is stopped; every failure is
+/// reported together, then the counters must show the traffic (rx, a cache
+/// that hits, conntrack entries) and SIGTERM must exit 0 with final counters
+/// at least as high.
+pub fn finish_matrix(c: &Cluster, mut fp: Flowpath, mut failures: Vec<String>) {
+    let stats = fp.stats();
+    failures.extend(c.capture_failures());
+    let total = &stats["total"];
+    eprintln!("counters: {total}");
+    let (code, fin) = fp.terminate();
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let rx = total["rx"].as_u64().unwrap_or(0);
+    assert!(rx > 1000, "rx {rx}");
+    let hit = total["cache_hit_rate"].as_f64().unwrap_or(0.0);
+    assert!(hit > 50.0, "cache hit rate {hit}%: {total}");
+    assert!(total["ct_entries"].as_u64().unwrap_or(0) > 0, "{total}");
+    assert_eq!(code, Some(0), "flowpath run exits 0 on SIGTERM");
+    assert!(fin["total"]["rx"].as_u64().unwrap_or(0) >= rx);
+}
+
 /// Whether `dev` in `ns` has an XDP program attached.
 pub fn has_xdp(ns: &str, dev: &str) -> bool {
     let out = run("ip", &["-n", ns, "link", "show", "dev", dev]);
