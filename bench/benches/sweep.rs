@@ -18,9 +18,10 @@
 //! 40 interleaved rounds of 2,000 packets, every point once per round; the
 //! new-connection figure best of 40 batches of 1,024 SYNs) prints
 //! ns/packet, Mpps per core and the ratio to the 1-Service/1-connection
-//! point, and the memory per tracked connection: bytes the conntrack table really allocates (a counting
-//! global allocator) divided by its capacity, and per NodePort connection
-//! (three conntrack connections, one per zone).
+//! point, and the memory per tracked connection: bytes the conntrack table
+//! really allocates (counted per thread by the `allocation-counter` crate)
+//! divided by its capacity, and per NodePort connection (three conntrack
+//! connections, one per zone).
 //!
 //! `cargo bench -p bench --bench sweep` (about 1 minute after the build;
 //! on a shared machine run the built binary pinned and SCHED_FIFO:
@@ -30,9 +31,7 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::{build, node, node_port, synthetic};
@@ -42,40 +41,6 @@ use datapath::cache::MegaflowCache;
 use datapath::pipeline::Pipeline;
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
 use datapath::wire::build::{ACK, PSH, PacketBuilder, SYN};
-
-/// Counts the bytes currently allocated, to measure the conntrack table.
-struct Counting;
-
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter is a plain atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        BYTES.fetch_add(l.size(), Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        BYTES.fetch_add(l.size(), Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        BYTES.fetch_sub(l.size(), Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        BYTES.fetch_add(n, Relaxed);
-        BYTES.fetch_sub(l.size(), Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
 
 const EXT_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0xca, 0x77];
 const UPLINK_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0x35, 0x0b];
@@ -377,9 +342,10 @@ fn sweeps(c: &mut Criterion) {
 
     // Memory: what a table of `cap` connections really allocates.
     let cap = if bench::quick() { 1 << 14 } else { 1 << 20 };
-    let before = BYTES.load(Relaxed);
-    let sh = Shard::new(CtConfig::with_capacity(cap));
-    let table = BYTES.load(Relaxed) - before;
+    let mut sh = None;
+    let table = allocation_counter::measure(|| sh = Some(Shard::new(CtConfig::with_capacity(cap))))
+        .bytes_current;
+    let sh = sh.expect("built");
     let per_conn = table as f64 / f64::from(sh.capacity());
     let own = sh.bytes_per_conn();
     drop(sh);
