@@ -115,13 +115,18 @@ enum Cmd {
         groups_out: Option<PathBuf>,
     },
     /// Print flows the way `ovs-ofctl --no-stats dump-flows` does: those of
-    /// a file with `--flows`, else those `flowpath run` runs now.
+    /// a file with `--flows`, else those `flowpath run` runs now (with
+    /// `--stats`, as `ovs-ofctl dump-flows`: duration, n_packets, n_bytes,
+    /// idle_age, hard_age).
     DumpFlows {
         /// Flows file (offline; without it, ask the running node).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stats")]
         flows: Option<PathBuf>,
         /// Only this table.
         table: Option<u8>,
+        /// Each flow's statistics, summed over the workers.
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         sock: Sock,
     },
@@ -351,8 +356,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::DumpFlows {
             flows: None,
             table,
+            stats,
             sock,
-        } => ask(&sock, json!({"cmd": "dump-flows", "table": table})),
+        } => ask(
+            &sock,
+            json!({"cmd": "dump-flows", "table": table, "stats": stats}),
+        ),
         Cmd::AddFlow { flow, sock } => ask(&sock, json!({"cmd": "add-flow", "flow": flow})),
         Cmd::DelFlows { spec, sock } => ask(&sock, json!({"cmd": "del-flows", "spec": spec})),
         Cmd::ReplaceFlows { file, sock } => {

@@ -18,8 +18,10 @@ use conntrack::Shard;
 use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
+use crate::pipeline::classifier::FlowIdx;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink, TracePass};
 use crate::pipeline::learn::LearnStore;
+use crate::pipeline::stats::{FlowStat, RuleStats, merge};
 use crate::reject::Answer;
 
 /// Port names and numbers of a replay.
@@ -297,6 +299,8 @@ pub struct Replayer<'a> {
     /// Flow cache, when replaying through the cached path.
     pub cache: Option<MegaflowCache>,
     scratch: Scratch,
+    /// Per-flow counts of earlier learned-flow generations.
+    rule_stats: RuleStats,
 }
 
 impl<'a> Replayer<'a> {
@@ -313,6 +317,7 @@ impl<'a> Replayer<'a> {
             stats: ExecStats::default(),
             cache: None,
             scratch: Scratch::default(),
+            rule_stats: RuleStats::new(pipeline),
         }
     }
 
@@ -433,11 +438,39 @@ impl<'a> Replayer<'a> {
         }
         changed |= self.learned.expire(self.now_ms) > 0;
         if changed {
+            let counts = self.take_rule_counts();
+            self.rule_stats.add_indexed(&self.current, counts);
             self.current = self.pipeline.with_learned(self.learned.snapshot());
+            self.rule_stats.rebase(&self.current);
             if let Some(c) = self.cache.as_mut() {
                 c.clear();
             }
         }
+    }
+
+    fn take_rule_counts(&mut self) -> Vec<(FlowIdx, FlowStat)> {
+        let mut v: Vec<_> = self.scratch.uncached_rules.drain().collect();
+        if let Some(c) = self.cache.as_mut() {
+            v.extend(c.take_rule_counts());
+        }
+        v
+    }
+
+    /// Every flow's counters so far (`n_packets`, `n_bytes`, as `ovs-ofctl
+    /// dump-flows` shows them; see [`crate::pipeline::stats`]), by
+    /// classifier index in [`Replayer::current`], with ms since last use.
+    pub fn flow_counts(&self) -> std::collections::HashMap<FlowIdx, (FlowStat, Option<u64>)> {
+        let mut live: Vec<(FlowIdx, FlowStat)> = self
+            .scratch
+            .uncached_rules
+            .iter()
+            .map(|(i, s)| (*i, *s))
+            .collect();
+        if let Some(c) = self.cache.as_ref() {
+            live.extend(c.rule_counts());
+        }
+        let report = self.rule_stats.report(&self.current, live, self.now_ms);
+        merge(&self.current, &[report])
     }
 
     /// Run every step.

@@ -94,6 +94,7 @@ use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
 use crate::pipeline::learn::{self, LearnEvent, LearnStore};
+use crate::pipeline::stats::{FlowTimes, RuleReport, RuleStats};
 use crate::pipeline::xlate::{DpAction, xlate};
 
 /// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
@@ -126,6 +127,8 @@ pub struct PipelineCell {
     learner: OnceLock<std::thread::Thread>,
     learner_stop: AtomicBool,
     clock: Instant,
+    /// When each static flow was added and modified (control side only).
+    times: Mutex<FlowTimes>,
 }
 
 /// Learn events the queue holds before it drops.
@@ -137,6 +140,7 @@ const LEARN_SWEEP: Duration = Duration::from_millis(100);
 impl PipelineCell {
     /// A cell holding `p` as generation 1.
     pub fn new(p: Pipeline) -> PipelineCell {
+        let times = Mutex::new(FlowTimes::new(&p, 0));
         PipelineCell {
             generation: AtomicU64::new(1),
             current: ArcSwap::from_pointee(p),
@@ -146,6 +150,7 @@ impl PipelineCell {
             learner: OnceLock::new(),
             learner_stop: AtomicBool::new(false),
             clock: Instant::now(),
+            times,
         }
     }
 
@@ -161,7 +166,31 @@ impl PipelineCell {
         let dead: Vec<(u64, u8)> = before.into_iter().filter(|k| !after.contains(k)).collect();
         store.delete_cookies(&dead);
         let p = p.with_learned(store.snapshot());
+        {
+            let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner());
+            *t = t.rebase(&p, self.learn_now());
+        }
         self.store_generation(p)
+    }
+
+    /// Restart the duration of the static flows `added` picks (an
+    /// OpenFlow add over an existing flow), on the current pipeline.
+    pub fn restart_flows(&self, added: impl FnMut(&crate::pipeline::ir::Flow) -> bool) {
+        let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        t.restart(self.learn_now(), added);
+    }
+
+    /// (created, modified) of static flow `idx` of `p` on the learner
+    /// clock, if `p`'s flows are the current ones.
+    pub fn flow_times(
+        &self,
+        p: &Pipeline,
+        idx: crate::pipeline::classifier::FlowIdx,
+    ) -> Option<(u64, u64)> {
+        self.times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(p, idx)
     }
 
     fn store_generation(&self, p: Pipeline) -> u64 {
@@ -482,6 +511,9 @@ pub enum CtCommand {
     Flush(Option<u16>),
     /// Delete these connections: (zone, original or reply tuple).
     FlushTuples(Vec<(u16, conntrack::Tuple)>),
+    /// Not conntrack, but the same mailbox: the worker's per-flow counters
+    /// ([`crate::pipeline::stats`]).
+    FlowStats,
 }
 
 /// A worker's answer to a [`CtCommand`].
@@ -491,6 +523,8 @@ pub enum CtReply {
     Dump(Vec<conntrack::ConnDump>),
     /// Connections deleted.
     Flushed(usize),
+    /// Per-flow counters.
+    FlowStats(Box<RuleReport>),
 }
 
 impl WorkerControl {
@@ -559,6 +593,9 @@ pub struct Worker {
     generation: u64,
     ct: Shard,
     cache: MegaflowCache,
+    /// Per-flow totals of earlier pipeline generations (the cache holds
+    /// the current one's).
+    rule_stats: RuleStats,
     exec: ExecStats,
     scratch: Scratch,
     rx: Batch,
@@ -597,6 +634,7 @@ impl Worker {
         cache.stats.flushes = 0;
         let buf_len = umem.max_frame_len().max(HANDOFF_MAX);
         Worker {
+            rule_stats: RuleStats::new(&pipeline),
             txq: ports.iter().map(|_| Batch::new()).collect(),
             ofports: routes.iter().map(|(p, _)| *p).collect(),
             routes,
@@ -717,7 +755,12 @@ impl Worker {
     }
 
     fn pick_up(&mut self, g: u64) {
+        // Per-flow counts are keyed by the old pipeline's flow indices:
+        // take them before the cache drops its entries, then re-key them.
+        let counts = self.cache.take_rule_counts();
+        self.rule_stats.add_indexed(&self.pipeline, counts);
         self.pipeline = self.cell.load();
+        self.rule_stats.rebase(&self.pipeline);
         self.generation = g;
         self.cache.sync_generation(g);
         self.counters.reloads += 1;
@@ -903,7 +946,8 @@ impl Worker {
 
     #[cold]
     fn answer_ct_command(&mut self, req: u64) {
-        if let Ok(mut slot) = self.ctl.ct_slot.lock() {
+        let ctl = self.ctl.clone();
+        if let Ok(mut slot) = ctl.ct_slot.lock() {
             let reply = slot.0.take().map(|cmd| match cmd {
                 CtCommand::Dump(zone) => CtReply::Dump(self.ct.dump(zone)),
                 CtCommand::Flush(zone) => CtReply::Flushed(self.ct.flush(zone, None)),
@@ -912,6 +956,7 @@ impl Worker {
                         .map(|(z, t)| self.ct.flush(Some(z), Some(t)))
                         .sum(),
                 ),
+                CtCommand::FlowStats => CtReply::FlowStats(Box::new(self.rule_report())),
             });
             slot.1 = reply;
         }
@@ -937,6 +982,14 @@ impl Worker {
                 w.flush();
             }
         }
+    }
+
+    /// This worker's per-flow counters (see [`crate::pipeline::stats`]).
+    pub fn rule_report(&self) -> RuleReport {
+        // Every pass of a worker goes through its cache (the engine's
+        // uncached counts are only for cacheless replays).
+        let live = self.cache.rule_counts();
+        self.rule_stats.report(&self.pipeline, live, self.now_ms())
     }
 
     /// A snapshot of this worker's counters.

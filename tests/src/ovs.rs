@@ -385,6 +385,49 @@ impl OvsSwitch {
         Ok(lines)
     }
 
+    /// Every flow's `n_packets` and `n_bytes` after the revalidators pushed
+    /// the datapath's counts to the rules (`revalidator/purge` deletes the
+    /// datapath flows, crediting their stats): `--no-stats` flow text ->
+    /// (packets, bytes).
+    pub fn flow_stats(&mut self) -> Result<BTreeMap<String, (u64, u64)>> {
+        self.appctl(&["revalidator/purge"])?;
+        let out = self.run("ovs-ofctl", &["dump-flows", "br0"])?;
+        let mut m = BTreeMap::new();
+        for l in out.lines().map(str::trim) {
+            if l.is_empty() || l.starts_with("NXST_FLOW") || l.starts_with("OFPST_FLOW") {
+                continue;
+            }
+            let (mut packets, mut bytes) = (None, None);
+            let mut kept = Vec::new();
+            // The statistics are the leading `name=value, ` items; the
+            // rest (from the match on) is the --no-stats text.
+            let mut rest = l;
+            while let Some((item, tail)) = rest.split_once(", ") {
+                let Some((name, value)) = item.split_once('=') else {
+                    break;
+                };
+                match name {
+                    "duration" | "idle_age" | "hard_age" => {}
+                    "n_packets" => packets = value.parse().ok(),
+                    "n_bytes" => bytes = value.parse().ok(),
+                    "cookie" if value == "0x0" => {}
+                    "table" if value == "0" => {}
+                    "cookie" | "table" | "idle_timeout" | "hard_timeout" | "importance" => {
+                        kept.push(item)
+                    }
+                    _ => break,
+                }
+                rest = tail;
+            }
+            kept.push(rest);
+            let (Some(p), Some(b)) = (packets, bytes) else {
+                return Err(format!("no n_packets/n_bytes in {l:?}"));
+            };
+            m.insert(kept.join(", "), (p, b));
+        }
+        Ok(m)
+    }
+
     /// `ovs-ofctl -O OpenFlow15 ARGS br0 ...`.
     pub fn ofctl(&self, args: &[&str]) -> Result<String> {
         let mut a = vec!["-O", "OpenFlow15"];

@@ -1,8 +1,10 @@
 //! End to end: the control socket of `flowpath run`, driven through the
 //! CLI against the namespace cluster while real TCP flows: `add-flow`
 //! changes forwarding, `del-flows cookie=V/M` undoes it, `dump-flows` shows
-//! the flow in `ovs-ofctl` form, `dump-conntrack` shows the connections a
-//! curl left, `flush-conntrack` empties them, `--json` parses.
+//! the flow in `ovs-ofctl` form (with `--stats`, its counters, which
+//! survive replace-flows and reload as in OVS), `dump-conntrack` shows the
+//! connections a curl left, `flush-conntrack` empties them, `--json`
+//! parses.
 
 mod e2e_common;
 
@@ -93,6 +95,24 @@ fn control_socket_drives_the_running_node() {
     );
     let (good, body) = c.curl(&c.ext, nodeport);
     assert!(!good, "the drop flow did not take: {body}");
+    // Its counters show the curl's dropped SYNs, in `ovs-ofctl dump-flows`
+    // form.
+    let st = ok(&sock, &["dump-flows", "--stats", "0"]);
+    let l = st
+        .lines()
+        .find(|l| l.contains("cookie=0xbad1"))
+        .unwrap_or_else(|| panic!("dump-flows --stats 0:\n{st}"));
+    assert!(
+        l.starts_with(" cookie=0xbad1, duration=") && l.contains("s, table=0, n_packets="),
+        "{l}"
+    );
+    let n: u64 = l
+        .split("n_packets=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 1, "the drop flow counted the SYNs: {l}");
     // ... other Services still work ...
     let (good, body) = c.curl(&c.ext, "http://10.176.25.244:30236");
     assert!(good, "{body}");
@@ -132,9 +152,39 @@ fn control_socket_drives_the_running_node() {
         "trace:\n{t}"
     );
 
+    // The busiest flow's counters and age, before replace-flows...
+    let busiest = |j: &serde_json::Value| -> (String, u64, u64) {
+        j.as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let g = |k: &str| f[k].as_u64().unwrap_or_else(|| panic!("{k} in {f}"));
+                (
+                    f["flow"].as_str().unwrap_or("").to_string(),
+                    g("n_packets"),
+                    g("duration_ms"),
+                )
+            })
+            .max_by_key(|f| f.1)
+            .expect("flows")
+    };
+    let (flow, packets, age) = busiest(&json(&sock, &["dump-flows", "--stats"]));
+    assert!(packets >= 10, "{flow}: {packets} packets");
     // replace-flows with the file itself, and reload: the same flows.
     ok(&sock, &["replace-flows", &c.flows.display().to_string()]);
     assert_eq!(ok(&sock, &["dump-flows"]), before);
+    // ... and after: a flow that stays keeps its counters and duration.
+    let after = json(&sock, &["dump-flows", "--stats"]);
+    let same = after
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["flow"].as_str() == Some(flow.as_str()))
+        .unwrap_or_else(|| panic!("{flow} after replace-flows: {after}"));
+    assert!(
+        same["n_packets"].as_u64() >= Some(packets) && same["duration_ms"].as_u64() >= Some(age),
+        "counters kept across replace-flows: before {packets} packets, {age} ms; after {same}"
+    );
     let r = ok(&sock, &["reload"]);
     assert!(r.starts_with("reloaded: generation "), "{r}");
     let (good, body) = c.curl(&c.ext, nodeport);

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use datapath::pipeline::classifier::FlowIdx;
 use datapath::pipeline::ir::Flow;
+use datapath::pipeline::learn::LEARNED_BIT;
 use datapath::pipeline::{Pipeline, format, parse};
 use datapath::worker::{CtCommand, CtReply};
 use serde_json::{Value, json};
@@ -136,65 +138,117 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                         .ok_or_else(|| anyhow!("table {v} is not 0..255"))?,
                 ),
             };
+            let with_stats = req.get("stats").and_then(Value::as_bool).unwrap_or(false);
             let p = node.pipeline();
-            let mut flows: Vec<Flow> = p
-                .all_flows()
-                .filter(|f| table.is_none_or(|t| f.table == t))
-                .cloned()
-                .collect();
-            format::sort_for_dump(&mut flows);
-            let lines: Vec<String> = flows
+            // Every flow with its classifier index (static, then learned),
+            // in dump order.
+            let mut flows: Vec<(FlowIdx, &Flow)> = p
+                .flows
                 .iter()
-                .map(|f| format::format_flow(f, format::FormatOptions::default()))
+                .enumerate()
+                .map(|(i, f)| (i as FlowIdx, f))
+                .chain(
+                    p.learned
+                        .flows()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| (i as FlowIdx | LEARNED_BIT, &*l.flow)),
+                )
+                .filter(|(_, f)| table.is_none_or(|t| f.table == t))
                 .collect();
-            // Learned flows also carry their ages (seconds, OVS's
-            // `duration`, `idle_age`, `hard_age`).
+            flows.sort_by_cached_key(|(_, f)| format::dump_order(f));
+            let counts = if with_stats {
+                node.flow_stats(&p)?
+            } else {
+                Default::default()
+            };
+            // Ages in seconds (OVS's `duration`, `idle_age`, `hard_age`):
+            // learned flows' from the learn store, static flows' from the
+            // publish times; both on the learner clock.
             let now = node.learn_now();
-            let times: std::collections::HashMap<u64, (u64, u64, u64)> = node
+            let learned_times: std::collections::HashMap<u64, (u64, u64, u64)> = node
                 .learned_times()
                 .into_iter()
                 .map(|(id, c, m, u)| (id, (c, m, u)))
                 .collect();
-            let learned: std::collections::HashMap<_, _> = p
-                .learned
-                .flows()
-                .iter()
-                .map(|l| {
-                    let t = times.get(&l.id).copied().unwrap_or((
+            let mut lines = Vec::with_capacity(flows.len());
+            let mut json = Vec::with_capacity(flows.len());
+            for (idx, f) in &flows {
+                let learned = (idx & LEARNED_BIT != 0).then(|| {
+                    let l = &p.learned.flows()[(idx & !LEARNED_BIT) as usize];
+                    learned_times.get(&l.id).copied().unwrap_or((
                         l.created_ms,
                         l.modified_ms,
                         l.used_ms,
-                    ));
-                    ((l.flow.table, l.flow.priority, l.flow.matches), t)
-                })
-                .collect();
-            let json = flows
-                .iter()
-                .zip(&lines)
-                .map(|(f, l)| {
-                    let mut v = json!({"table": f.table, "priority": f.priority,
-                           "cookie": format!("{:#x}", f.cookie), "flow": l.trim_start()});
-                    if let Some(&(c, m, u)) = learned.get(&(f.table, f.priority, f.matches)) {
-                        let age = |t: u64| now.saturating_sub(t) / 1000;
-                        v["learned"] = json!(true);
-                        v["duration"] = json!(age(c));
-                        v["idle_age"] = json!(age(u));
-                        v["hard_age"] = json!(age(m));
+                    ))
+                });
+                let (created, modified, used) = match learned {
+                    Some(t) => t,
+                    None => {
+                        let (c, m) = node.flow_times(&p, *idx).unwrap_or((now, now));
+                        (c, m, c)
                     }
-                    v
-                })
-                .collect();
+                };
+                let (st, idle_ms) = counts.get(idx).copied().unwrap_or_default();
+                let since = |t: u64| now.saturating_sub(t);
+                // Never used: idle since added, as OVS starts `used` at the
+                // creation time.
+                let idle_ms = match (idle_ms, learned) {
+                    (Some(i), Some(_)) => i.min(since(used)),
+                    (Some(i), None) => i.min(since(created)),
+                    (None, _) => since(used),
+                };
+                let shown = format::ShownStats {
+                    duration_ms: since(created),
+                    packets: st.packets,
+                    bytes: st.bytes,
+                    idle_age: idle_ms / 1000,
+                    hard_age: since(modified) / 1000,
+                };
+                let plain = format::format_flow(f, format::FormatOptions::default());
+                // JSON's "flow" is always the --no-stats text; the
+                // statistics are fields of their own.
+                let mut v = json!({"table": f.table, "priority": f.priority,
+                       "cookie": format!("{:#x}", f.cookie), "flow": plain.trim_start()});
+                let line = if with_stats {
+                    format::format_flow_stats(f, &shown)
+                } else {
+                    plain
+                };
+                if learned.is_some() {
+                    v["learned"] = json!(true);
+                }
+                if learned.is_some() || with_stats {
+                    v["duration"] = json!(shown.duration_ms / 1000);
+                    v["idle_age"] = json!(shown.idle_age);
+                    v["hard_age"] = json!(shown.hard_age);
+                }
+                if with_stats {
+                    v["duration_ms"] = json!(shown.duration_ms);
+                    v["n_packets"] = json!(st.packets);
+                    v["n_bytes"] = json!(st.bytes);
+                }
+                lines.push(line);
+                json.push(v);
+            }
             Ok((join_lines(&lines), Value::Array(json)))
         }
         "add-flow" => {
             let text = arg("flow").ok_or_else(|| anyhow!("add-flow needs \"flow\""))?;
             let new = parse_flows(node, "add-flow", text)?;
             let n = new.len();
+            let ids: std::collections::HashSet<_> = new
+                .iter()
+                .map(|f| (f.table, f.priority, f.matches))
+                .collect();
             let g = node.edit(|p| {
                 let mut flows = p.flows.to_vec();
                 flows.extend(new);
                 Ok(Pipeline::new(flows, groups_of(p)))
             })?;
+            // An OpenFlow add over an existing flow keeps its counts but
+            // restarts its duration (OVS's add vs modify).
+            node.restart_flows(|f| ids.contains(&(f.table, f.priority, f.matches)));
             Ok((String::new(), json!({"added": n, "generation": g})))
         }
         "del-flows" => {
@@ -273,7 +327,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 .into_iter()
                 .map(|r| match r {
                     CtReply::Flushed(n) => n,
-                    CtReply::Dump(_) => 0,
+                    CtReply::Dump(_) | CtReply::FlowStats(_) => 0,
                 })
                 .sum();
             Ok((String::new(), json!({"flushed": n})))

@@ -49,6 +49,8 @@ use datapath::io::memory::MemoryPort;
 use datapath::io::tap::{TapConfig, TapPort};
 use datapath::io::{BURST, Umem, UmemConfig};
 use datapath::pipeline::Pipeline;
+use datapath::pipeline::classifier::FlowIdx;
+use datapath::pipeline::stats::{FlowStat, RuleReport, merge as merge_flow_stats};
 use datapath::worker::{
     Capture, Cross, CtCommand, CtReply, OwnedPort, PipelineCell, Route, Worker, WorkerConfig,
     WorkerControl, WorkerStats,
@@ -217,7 +219,7 @@ impl NodeHandle {
             .into_iter()
             .map(|r| match r {
                 CtReply::Flushed(n) => n,
-                CtReply::Dump(_) => 0,
+                CtReply::Dump(_) | CtReply::FlowStats(_) => 0,
             })
             .sum())
     }
@@ -248,6 +250,34 @@ impl NodeHandle {
     /// Learned flows' current (id, created, modified, used), ms.
     pub fn learned_times(&self) -> Vec<(u64, u64, u64, u64)> {
         self.cell.learned_times()
+    }
+
+    /// Every flow's counters in pipeline `p`, summed over the workers
+    /// ([`datapath::pipeline::stats`]): classifier index -> (counts, ms
+    /// since last used).
+    pub fn flow_stats(
+        &self,
+        p: &Pipeline,
+    ) -> anyhow::Result<std::collections::HashMap<FlowIdx, (FlowStat, Option<u64>)>> {
+        let reports: Vec<RuleReport> = self
+            .conntrack(&CtCommand::FlowStats)?
+            .into_iter()
+            .filter_map(|r| match r {
+                CtReply::FlowStats(b) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        Ok(merge_flow_stats(p, &reports))
+    }
+
+    /// (added, modified) of static flow `idx` of `p`, on the learner clock.
+    pub fn flow_times(&self, p: &Pipeline, idx: FlowIdx) -> Option<(u64, u64)> {
+        self.cell.flow_times(p, idx)
+    }
+
+    /// Restart the duration of the static flows `added` picks.
+    pub fn restart_flows(&self, added: impl FnMut(&datapath::pipeline::ir::Flow) -> bool) {
+        self.cell.restart_flows(added)
     }
 
     /// Every worker's counters (a worker that does not answer within a

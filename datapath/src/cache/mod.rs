@@ -23,6 +23,13 @@
 //! from the slow path; OVS's revalidators instead age entries out, which
 //! flowpath does not need because translation is deterministic and cheap).
 //! The exact-match cache is direct-mapped: a colliding insert overwrites.
+//!
+//! Per-flow statistics ([`crate::pipeline::stats`]): every entry counts the
+//! packets that ran it ([`MegaflowCache::credit`]); before entries are
+//! dropped their counts are folded into per-rule totals
+//! ([`MegaflowCache::rule_counts`], [`MegaflowCache::take_rule_counts`]).
+
+use std::cell::Cell;
 
 use hashbrown::HashMap;
 
@@ -30,6 +37,8 @@ pub mod chain;
 pub use chain::{ChainCache, ChainStep, CtExpect, Recorder};
 
 use crate::key::{FlowKey, KEY_WORDS};
+use crate::pipeline::classifier::FlowIdx;
+use crate::pipeline::stats::FlowStat;
 use crate::pipeline::xlate::Xlation;
 
 /// Index of an entry in [`MegaflowCache`].
@@ -73,6 +82,12 @@ const EMC_SLOTS: usize = 8192;
 pub struct MegaflowCache {
     subtables: Vec<Subtable>,
     entries: Vec<Xlation>,
+    /// Each entry's packets (a `Cell`: a chain replay credits entries
+    /// while it holds them borrowed; the cache is one thread's).
+    counts: Vec<Cell<FlowStat>>,
+    /// Per-rule totals of dropped entries (classifier indices under the
+    /// current generation).
+    folded: HashMap<FlowIdx, FlowStat>,
     capacity: usize,
     generation: u64,
     epoch: u64,
@@ -91,6 +106,8 @@ impl MegaflowCache {
         MegaflowCache {
             subtables: Vec::new(),
             entries: Vec::with_capacity(capacity),
+            counts: Vec::with_capacity(capacity),
+            folded: HashMap::new(),
             capacity: capacity.max(1),
             generation: 0,
             epoch: 0,
@@ -113,19 +130,24 @@ impl MegaflowCache {
     }
 
     /// Drop every entry if `generation` differs from the one the entries
-    /// were built under.
+    /// were built under. Per-rule counts not taken before
+    /// ([`MegaflowCache::take_rule_counts`]) are dropped with them: they are
+    /// keyed by the old generation's flow indices.
     pub fn sync_generation(&mut self, generation: u64) {
         if generation != self.generation {
             self.clear();
+            self.folded.clear();
             self.generation = generation;
         }
     }
 
     /// Drop every entry.
     pub fn clear(&mut self) {
+        self.fold();
         self.epoch += 1;
         self.subtables.clear();
         self.entries.clear();
+        self.counts.clear();
         self.chains.clear();
         for e in self.emc.iter_mut() {
             *e = None;
@@ -137,6 +159,52 @@ impl MegaflowCache {
     /// one epoch is only valid under the same epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Count one packet of `bytes` bytes through entry `idx` at `now_ms`.
+    #[inline]
+    pub fn credit(&self, idx: EntryIdx, bytes: usize, now_ms: u64) {
+        if let Some(c) = self.counts.get(idx as usize) {
+            let mut s = c.get();
+            s.credit(bytes, now_ms);
+            c.set(s);
+        }
+    }
+
+    /// Move the entries' counts into the per-rule totals.
+    fn fold(&mut self) {
+        for (x, c) in self.entries.iter().zip(&self.counts) {
+            let s = c.take();
+            if s.packets == 0 {
+                continue;
+            }
+            for r in &x.rules {
+                self.folded.entry(*r).or_default().add(s);
+            }
+        }
+    }
+
+    /// Per-rule totals (classifier indices under the cache's current
+    /// generation): dropped entries' and live ones'.
+    pub fn rule_counts(&self) -> HashMap<FlowIdx, FlowStat> {
+        let mut out = self.folded.clone();
+        for (x, c) in self.entries.iter().zip(&self.counts) {
+            let s = c.get();
+            if s.packets == 0 {
+                continue;
+            }
+            for r in &x.rules {
+                out.entry(*r).or_default().add(s);
+            }
+        }
+        out
+    }
+
+    /// Per-rule totals, taken: the cache starts counting from zero (for a
+    /// worker about to change pipelines).
+    pub fn take_rule_counts(&mut self) -> HashMap<FlowIdx, FlowStat> {
+        self.fold();
+        std::mem::take(&mut self.folded)
     }
 
     /// The entry at `idx` (valid within the epoch it was returned in).
@@ -244,6 +312,7 @@ impl MegaflowCache {
         };
         self.subtables[pos].map.insert(key.masked(&mask), idx);
         self.entries.push(x);
+        self.counts.push(Cell::default());
         self.stats.inserts += 1;
         if self.emc_enabled {
             self.emc[Self::emc_slot(key)] = Some((*key, idx));

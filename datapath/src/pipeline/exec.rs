@@ -10,8 +10,12 @@
 
 use conntrack::{PktCtMeta, Shard, cs};
 
+use hashbrown::HashMap;
+
 use super::Pipeline;
+use super::classifier::FlowIdx;
 use super::learn::{LearnEvent, REFRESH_MS};
+use super::stats::FlowStat;
 use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
 use crate::cache::{CtExpect, MegaflowCache, Recorder};
 use crate::drop::{DropCounters, DropReason};
@@ -112,6 +116,10 @@ pub struct Scratch {
     /// after a burst (worker) and hands them to the learned-flow owner.
     pub learn_events: Vec<LearnEvent>,
     reject: RejectState,
+    /// Per-flow counts of passes translated without a cache (not traced):
+    /// classifier indices under the engine's pipeline
+    /// ([`crate::pipeline::stats`]; cached passes count in the cache).
+    pub uncached_rules: HashMap<FlowIdx, FlowStat>,
 }
 
 /// Queue `x`'s learn events (the fin_timeouts only for a TCP FIN/RST).
@@ -242,6 +250,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                     }
                     report_learn(&mut self.scratch.learn_events, e, &key, all);
                 }
+                c.credit(idx, pkt.len(), self.now_ms);
                 cached = Some((idx, c.epoch()));
                 if let Some(r) = rec.as_deref_mut() {
                     r.pass(idx);
@@ -261,6 +270,12 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 );
                 for n in &xl.notes {
                     self.stats.drops.bump(*n);
+                }
+                if trace.is_none() {
+                    for r in &xl.rules {
+                        let e = self.scratch.uncached_rules.entry(*r).or_default();
+                        e.credit(pkt.len(), self.now_ms);
+                    }
                 }
                 if xl.has_learn_events() {
                     report_learn(&mut self.scratch.learn_events, &xl, &key, true);
@@ -480,6 +495,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         // Where the walk left the chain: the recirculation to continue from.
         let resume = 'passes: loop {
             let x = cache.entry(chain[step].entry);
+            cache.credit(chain[step].entry, pkt.len(), self.now_ms);
             self.stats.passes += 1;
             for n in &x.notes {
                 self.stats.drops.bump(*n);

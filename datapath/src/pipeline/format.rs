@@ -46,22 +46,66 @@ pub struct FormatOptions {
     pub show_table_zero: bool,
 }
 
+/// A flow's statistics as `ovs-ofctl dump-flows` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShownStats {
+    /// Milliseconds since the flow was added (`duration`).
+    pub duration_ms: u64,
+    /// `n_packets`.
+    pub packets: u64,
+    /// `n_bytes`.
+    pub bytes: u64,
+    /// Seconds since last used, or since added when never used.
+    pub idle_age: u64,
+    /// Seconds since last modified (printed when it differs from the
+    /// duration's seconds, as OVS does).
+    pub hard_age: u64,
+}
+
 /// Print one flow like `ovs-ofctl --no-stats dump-flows` (with its leading
 /// space, without a newline).
 pub fn format_flow(flow: &Flow, opts: FormatOptions) -> String {
+    format_flow_with(flow, opts, None)
+}
+
+/// Print one flow like `ovs-ofctl dump-flows` (with its statistics:
+/// `cookie`, `duration`, `table`, `n_packets`, `n_bytes`, `idle_age`, and
+/// `hard_age` when it differs from the duration).
+pub fn format_flow_stats(flow: &Flow, stats: &ShownStats) -> String {
+    format_flow_with(flow, FormatOptions::default(), Some(stats))
+}
+
+fn format_flow_with(flow: &Flow, opts: FormatOptions, stats: Option<&ShownStats>) -> String {
     let flow = normalize(flow);
     let mut s = String::from(" ");
-    if flow.cookie != 0 {
+    if stats.is_some() || flow.cookie != 0 {
         let _ = write!(s, "cookie={:#x}, ", flow.cookie);
     }
-    if flow.table != 0 || opts.show_table_zero {
+    if let Some(st) = stats {
+        let (sec, ms) = (st.duration_ms / 1000, st.duration_ms % 1000);
+        if ms == 0 {
+            let _ = write!(s, "duration={sec}s, ");
+        } else {
+            let _ = write!(s, "duration={sec}.{ms:03}s, ");
+        }
+    }
+    if stats.is_some() || flow.table != 0 || opts.show_table_zero {
         let _ = write!(s, "table={}, ", flow.table);
+    }
+    if let Some(st) = stats {
+        let _ = write!(s, "n_packets={}, n_bytes={}, ", st.packets, st.bytes);
     }
     if flow.idle_timeout != 0 {
         let _ = write!(s, "idle_timeout={}, ", flow.idle_timeout);
     }
     if flow.hard_timeout != 0 {
         let _ = write!(s, "hard_timeout={}, ", flow.hard_timeout);
+    }
+    if let Some(st) = stats {
+        let _ = write!(s, "idle_age={}, ", st.idle_age);
+        if st.hard_age != st.duration_ms / 1000 {
+            let _ = write!(s, "hard_age={}, ", st.hard_age);
+        }
     }
     let mut m = String::new();
     if flow.priority != DEFAULT_PRIORITY {
@@ -808,13 +852,16 @@ pub fn normalize(flow: &Flow) -> Flow {
 /// Sort flows for a stable dump: table ascending, priority descending, then
 /// printed match. OVS's own order within a table is hash order.
 pub fn sort_for_dump(flows: &mut [Flow]) {
-    flows.sort_by_cached_key(|f| {
-        (
-            f.table,
-            std::cmp::Reverse(f.priority),
-            format_match(&f.matches),
-        )
-    });
+    flows.sort_by_cached_key(dump_order);
+}
+
+/// The sort key of [`sort_for_dump`].
+pub fn dump_order(f: &Flow) -> (u8, std::cmp::Reverse<u16>, String) {
+    (
+        f.table,
+        std::cmp::Reverse(f.priority),
+        format_match(&f.matches),
+    )
 }
 
 /// OVS's internal (`meta-flow`) name of a field, as `dump-groups` prints

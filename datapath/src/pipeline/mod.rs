@@ -14,6 +14,7 @@ pub mod format;
 pub mod ir;
 pub mod learn;
 pub mod parse;
+pub mod stats;
 pub mod xlate;
 
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct Pipeline {
     pub groups: Arc<HashMap<u32, Group>>,
     /// Flows added by `learn` actions ([`learn`]).
     pub learned: Arc<learn::Learned>,
+    /// The static flows by OVS's rule identity (table, priority, match):
+    /// indices into `flows`, hashed with [`Pipeline::identity_hash`].
+    index: Arc<hashbrown::HashTable<FlowIdx>>,
 }
 
 impl Pipeline {
@@ -55,6 +59,17 @@ impl Pipeline {
             kept.push(Some(f));
         }
         let flows: Vec<Flow> = kept.into_iter().flatten().collect();
+        let mut index = hashbrown::HashTable::with_capacity(flows.len());
+        for (i, f) in flows.iter().enumerate() {
+            index.insert_unique(
+                Self::identity_hash(f.table, f.priority, &f.matches),
+                i as FlowIdx,
+                |&j| {
+                    let g = &flows[j as usize];
+                    Self::identity_hash(g.table, g.priority, &g.matches)
+                },
+            );
+        }
         let tables = (0..=255u8)
             .map(|t| {
                 Table::build(
@@ -72,7 +87,28 @@ impl Pipeline {
             tables: Arc::new(tables),
             groups: Arc::new(groups),
             learned: Arc::default(),
+            index: Arc::new(index),
         }
+    }
+
+    /// A hash of a flow's identity, the same for every pipeline (a fixed
+    /// key: hashbrown's default hasher is seeded per instance).
+    fn identity_hash(table: u8, priority: u16, m: &ir::Match) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (table, priority, m).hash(&mut h);
+        h.finish()
+    }
+
+    /// The static flow with this table, priority and match (OVS's rule
+    /// identity: a flow_mod with the same three replaces it).
+    pub fn find(&self, table: u8, priority: u16, m: &ir::Match) -> Option<FlowIdx> {
+        self.index
+            .find(Self::identity_hash(table, priority, m), |&i| {
+                let f = &self.flows[i as usize];
+                f.table == table && f.priority == priority && f.matches == *m
+            })
+            .copied()
     }
 
     /// This pipeline with `learned` as its learned flows.

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use super::Pipeline;
-use super::classifier::Lookup;
+use super::classifier::{FlowIdx, Lookup};
 use super::fields::{self, FieldId};
 use super::ir::{Action, CtAction, CtZone, GroupType, LearnAction, SubField};
 use super::learn::{self, LEARNED_BIT, LearnMod};
@@ -97,6 +97,11 @@ pub struct Xlation {
     /// Cache bookkeeping: when a cached copy of this pass last reported
     /// its learn events (see [`super::learn::REFRESH_MS`]).
     pub reported_ms: u64,
+    /// Every flow the pass went through, once per hit (a flow hit twice
+    /// counts twice, as OVS's xlate cache credits it): each packet that
+    /// runs the pass adds to these flows' `n_packets`/`n_bytes`
+    /// ([`super::stats`]).
+    pub rules: Vec<FlowIdx>,
 }
 
 impl Xlation {
@@ -258,6 +263,7 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
                         flow: Some(idx),
                     });
                 }
+                self.out.rules.push(idx);
                 let p = self.p;
                 let old_learned = self.cur_learned;
                 self.cur_learned = None;
