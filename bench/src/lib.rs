@@ -18,6 +18,7 @@ pub mod nodeport;
 pub mod rate;
 pub mod summary;
 pub mod template;
+pub mod vethbench;
 
 /// Whether benches should run at reduced sizes: under `cargo test` (criterion's
 /// test mode: the bench binary runs without `--bench`, each benchmark once,

@@ -266,6 +266,15 @@ impl MegaflowCache {
         self.entries.is_empty()
     }
 
+    /// Every megaflow: (masked key, mask, translation).
+    pub fn megaflows(&self) -> impl Iterator<Item = (FlowKey, FlowKey, &Xlation)> + '_ {
+        self.subtables.iter().flat_map(move |st| {
+            st.map
+                .iter()
+                .map(move |(k, i)| (*k, st.mask, &self.entries[*i as usize]))
+        })
+    }
+
     /// Number of distinct masks (subtables probed on a miss).
     pub fn n_masks(&self) -> usize {
         self.subtables.len()

@@ -14,6 +14,7 @@ pub mod format;
 pub mod ir;
 pub mod learn;
 pub mod parse;
+pub mod prefix;
 pub mod stats;
 pub mod xlate;
 

@@ -636,6 +636,12 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
         if g.selection_method.as_deref() == Some("hash") && !g.fields.is_empty() {
             for (fid, m) in &g.fields {
                 let f = fields::get(*fid);
+                if !self.prereqs_ok(f.prereq) {
+                    // OVS skips a field whose prerequisites the packet does
+                    // not meet (`tcp_src` of a UDP packet): it is neither
+                    // hashed nor un-wildcarded.
+                    continue;
+                }
                 let m = m.unwrap_or(f.full_mask());
                 self.unwildcard(f, m);
                 basis = mix(basis
@@ -669,6 +675,29 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
             }
         }
         best
+    }
+
+    /// OVS's `mf_are_prereqs_ok` with a wildcard mask: whether the packet
+    /// meets prerequisite `p`, un-wildcarding the `nw_proto` a transport
+    /// prerequisite looked at (`dl_type` is always matched).
+    fn prereqs_ok(&mut self, p: fields::Prereq) -> bool {
+        use fields::Prereq;
+        let ip = self.is_ip();
+        let proto = self.flow.get(slot::NW_PROTO) as u8;
+        let later = self.flow.get(slot::NW_FRAG) as u8 & key::frag::LATER != 0;
+        let l4 = |want: u8| proto == want && !later;
+        if ip && !matches!(p, Prereq::None | Prereq::Ip | Prereq::Arp) {
+            self.out.wc.set_all(slot::NW_PROTO);
+        }
+        match p {
+            Prereq::None => true,
+            Prereq::Ip => ip,
+            Prereq::Arp => self.flow.get(slot::DL_TYPE) == key::eth_type::ARP as u64,
+            Prereq::Tcp => ip && l4(key::ip_proto::TCP),
+            Prereq::Udp => ip && l4(key::ip_proto::UDP),
+            Prereq::TcpOrUdp => ip && (l4(key::ip_proto::TCP) || l4(key::ip_proto::UDP)),
+            Prereq::Icmp => ip && proto == key::ip_proto::ICMP,
+        }
     }
 
     /// Execute a bucket as an OpenFlow action set, then roll the flow back
