@@ -46,6 +46,8 @@
 #   sudo QUICK=1 scripts/bench.sh    1 round, 1 and 1,000 flows, short trials: ~2 min
 # Knobs (env): SECS ROUNDS FLOWS SYSTEMS CONN_SYSTEMS (empty: skip part 2)
 # TRIAL STEPS LOSS_PPM (STEPS=0: no zero-loss search) CONN_SECS OUT NO_BUILD
+# flowpath's node.toml: IDLE_SLEEP_US (0) IDLE_POLLS (256) YIELD_US (0) RING (1024: AF_XDP
+# ring and fill ring sizes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${QUICK:-}" ]; then
@@ -179,7 +181,9 @@ flows = "flows.txt"
 groups = "groups.txt"
 workers = 1
 cores = [1]
-idle_sleep_us = 0
+idle_sleep_us = ${IDLE_SLEEP_US:-0}
+idle_polls = ${IDLE_POLLS:-256}
+yield_us = ${YIELD_US:-0}
 control_socket = "$2/fp.sock"
 [conntrack]
 capacity = 524288
@@ -195,12 +199,16 @@ ofport = 3
 type = "afxdp"
 interface = "a$T"
 mode = "native"
+ring_size = ${RING:-1024}
+fill_size = ${RING:-1024}
 [[ports]]
 name = "pod1"
 ofport = 4
 type = "afxdp"
 interface = "b$T"
 mode = "native"
+ring_size = ${RING:-1024}
+fill_size = ${RING:-1024}
 EOT
 }
 rules udp "$DIR/udp"

@@ -395,7 +395,20 @@ pub struct WorkerConfig {
     pub idle_sleep: Duration,
     /// Empty polls before sleeping.
     pub idle_polls: u32,
+    /// Cooperative yield (zero: never): after `YIELD_RATIO` times this long
+    /// without sleeping, the worker sleeps this long. For a core shared
+    /// with ordinary (SCHED_OTHER) threads while the worker runs with a
+    /// real-time policy: since Linux 6.12 the fair deadline server then
+    /// takes the core away for one ~50 ms block per second (5% of it) to
+    /// run them, and a 50 ms gap overflows any RX ring at more than ~20
+    /// kpps per 1024 slots. Handing out that 5% in slices of `yield_for`
+    /// lets the starved threads run before the server has to step in.
+    pub yield_for: Duration,
 }
+
+/// A worker with `yield_for` set sleeps that long after this many times
+/// as long without sleeping: ~6% of the core, above the fair server's 5%.
+pub const YIELD_RATIO: u32 = 16;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -405,6 +418,7 @@ impl Default for WorkerConfig {
             emc: true,
             idle_sleep: Duration::from_micros(50),
             idle_polls: 256,
+            yield_for: Duration::ZERO,
         }
     }
 }
@@ -445,6 +459,46 @@ pub struct WorkerCounters {
     pub learn_events: u64,
     /// Learn events dropped: the learner's queue was full.
     pub learn_dropped: u64,
+    /// Cooperative yields ([`WorkerConfig::yield_for`]).
+    pub yields: u64,
+    /// Longest time between the starts of two consecutive polls, in
+    /// nanoseconds, the worker's own idle sleeps not counted (their
+    /// overshoot is). A burst's processing is part of a gap; anything much
+    /// longer than a burst (tens of microseconds) is the thread not
+    /// running: preempted, or stuck in the kernel. While it lasts nobody
+    /// empties the RX rings, so a gap longer than ring size / packet rate
+    /// loses frames (`rx_ring_full`).
+    pub max_gap_ns: u64,
+    /// Poll gaps (as in `max_gap_ns`) by length: bucket `i` counts gaps
+    /// shorter than [`GAP_BOUNDS_NS`]`[i]`, the last one the rest.
+    pub gaps: [u64; GAP_BUCKETS],
+}
+
+/// Buckets of [`WorkerCounters::gaps`].
+pub const GAP_BUCKETS: usize = 8;
+
+/// Upper bounds (exclusive, ns) of the first `GAP_BUCKETS - 1` gap buckets:
+/// 16 µs, 64 µs, 256 µs, 1 ms, 4 ms, 16 ms, 64 ms.
+pub const GAP_BOUNDS_NS: [u64; GAP_BUCKETS - 1] = [
+    16_000, 64_000, 256_000, 1_000_000, 4_000_000, 16_000_000, 64_000_000,
+];
+
+/// Labels of the gap buckets, for reports.
+pub const GAP_LABELS: [&str; GAP_BUCKETS] = [
+    "<16us", "<64us", "<256us", "<1ms", "<4ms", "<16ms", "<64ms", ">=64ms",
+];
+
+impl WorkerCounters {
+    /// Count one poll gap of `ns` nanoseconds.
+    #[inline]
+    pub fn note_gap(&mut self, ns: u64) {
+        self.max_gap_ns = self.max_gap_ns.max(ns);
+        let i = GAP_BOUNDS_NS
+            .iter()
+            .position(|&b| ns < b)
+            .unwrap_or(GAP_BUCKETS - 1);
+        self.gaps[i] += 1;
+    }
 }
 
 /// A port's counters, with where it is.
@@ -608,6 +662,10 @@ pub struct Worker {
     stats_seen: u64,
     ct_seen: u64,
     last_sweep_ms: u64,
+    /// Start of the previous poll (ns on `clock`), for the gap counters.
+    last_poll_ns: u64,
+    /// Idle sleep asked for since the previous poll (ns), not a gap.
+    slept_ns: u64,
 }
 
 impl Worker {
@@ -657,6 +715,8 @@ impl Worker {
             stats_seen: 0,
             ct_seen: 0,
             last_sweep_ms: 0,
+            last_poll_ns: 0,
+            slept_ns: 0,
             cfg,
         }
     }
@@ -665,6 +725,12 @@ impl Worker {
     /// [`WorkerPort::as_any_mut`]).
     pub fn ports_mut(&mut self) -> &mut [OwnedPort] {
         &mut self.ports
+    }
+
+    /// Sleep on purpose (idle, yield): not a poll gap.
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        self.slept_ns += d.as_nanos() as u64;
     }
 
     /// Conntrack clock now.
@@ -676,15 +742,25 @@ impl Worker {
     /// burst in hand is finished and every tx batch flushed.
     pub fn run(mut self) -> WorkerStats {
         let mut idle = 0u32;
+        let yield_ns = self.cfg.yield_for.as_nanos() as u64;
+        let run_ns = yield_ns * u64::from(YIELD_RATIO);
+        // Start of the current stretch without a sleep (ns on `clock`).
+        let mut awake_since = 0u64;
         while !self.ctl.stopping() {
             let n = self.poll_once();
             if n == 0 {
                 idle += 1;
                 if idle >= self.cfg.idle_polls && !self.cfg.idle_sleep.is_zero() {
-                    std::thread::sleep(self.cfg.idle_sleep);
+                    self.sleep(self.cfg.idle_sleep);
+                    awake_since = self.last_poll_ns;
                 }
             } else {
                 idle = 0;
+            }
+            if yield_ns != 0 && self.last_poll_ns.saturating_sub(awake_since) >= run_ns {
+                self.sleep(self.cfg.yield_for);
+                self.counters.yields += 1;
+                awake_since = self.last_poll_ns;
             }
             self.housekeeping();
         }
@@ -709,7 +785,17 @@ impl Worker {
             self.pick_up(g);
         }
         self.counters.polls += 1;
-        let now = self.now_ms();
+        // One clock read per poll: the gap counters and conntrack's clock.
+        let t = self.clock.elapsed().as_nanos() as u64;
+        if self.last_poll_ns != 0 {
+            let gap = t
+                .saturating_sub(self.last_poll_ns)
+                .saturating_sub(self.slept_ns);
+            self.counters.note_gap(gap);
+        }
+        self.last_poll_ns = t.max(1);
+        self.slept_ns = 0;
+        let now = CLOCK_EPOCH_MS + t / 1_000_000;
         let mut total = 0;
         for i in 0..self.ports.len() {
             let n = self.ports[i].port.rx_burst(&mut self.umem, &mut self.rx);
@@ -1171,5 +1257,30 @@ impl Sink for TxSink<'_> {
             },
             None => self.counters.tx_no_route += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_buckets_and_max() {
+        let mut c = WorkerCounters::default();
+        for ns in [
+            0,
+            15_999,
+            16_000,
+            999_999,
+            1_000_000,
+            63_999_999,
+            64_000_000,
+            5_000_000_000,
+        ] {
+            c.note_gap(ns);
+        }
+        assert_eq!(c.gaps, [2, 1, 0, 1, 1, 0, 1, 2]);
+        assert_eq!(c.max_gap_ns, 5_000_000_000);
+        assert_eq!(GAP_LABELS.len(), GAP_BOUNDS_NS.len() + 1);
     }
 }

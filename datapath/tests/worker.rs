@@ -333,3 +333,24 @@ table=2,reg1=3,actions=output:3\n";
     ));
     assert!(rig.cell.load().learned.is_empty(), "delete_learned");
 }
+
+/// The poll-gap counters see a worker that did not poll for a while (here
+/// the test's own sleep stands for a preemption), bucket it and keep the
+/// longest; back-to-back polls land in the shortest bucket.
+#[test]
+fn poll_gaps_record_stalls() {
+    use datapath::worker::{GAP_BOUNDS_NS, GAP_BUCKETS};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/nodeport_etp_cluster");
+    let (p, ports, _) = load(&dir);
+    let mut rig = Rig::new(p, &ports, 1, |_| vec![0]);
+    let w = &mut rig.workers[0];
+    w.poll_once();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    w.poll_once();
+    let c = w.stats().counters;
+    assert!(c.max_gap_ns >= 20_000_000, "{c:?}");
+    assert_eq!(c.gaps.iter().sum::<u64>(), 1, "one gap between two polls");
+    let b = GAP_BOUNDS_NS.iter().position(|&b| c.max_gap_ns < b);
+    assert_eq!(c.gaps[b.unwrap_or(GAP_BUCKETS - 1)], 1, "{c:?}");
+    assert!(b.is_none_or(|b| b >= 5), "20 ms is not below 16 ms: {c:?}");
+}

@@ -277,6 +277,8 @@ pub struct RuntimeKeys {
     pub conntrack: Option<toml::Value>,
     pub umem: Option<toml::Value>,
     pub idle_sleep_us: Option<toml::Value>,
+    pub idle_polls: Option<toml::Value>,
+    pub yield_us: Option<toml::Value>,
     pub control_socket: Option<toml::Value>,
     pub ports: Option<toml::Value>,
 }

@@ -163,6 +163,11 @@ pub struct RunConfig {
     pub frame_size: u32,
     /// Idle worker sleep, microseconds (0: spin).
     pub idle_sleep_us: u64,
+    /// Empty polls in a row before an idle worker sleeps.
+    pub idle_polls: u32,
+    /// Cooperative yield, microseconds (0: never); see
+    /// `datapath::worker::WorkerConfig::yield_for`.
+    pub yield_us: u64,
     /// Ports.
     pub ports: Vec<PortConfig>,
 }
@@ -192,6 +197,8 @@ struct Raw {
     #[serde(default)]
     umem: RawUmem,
     idle_sleep_us: Option<u64>,
+    idle_polls: Option<u32>,
+    yield_us: Option<u64>,
     control_socket: Option<String>,
     #[serde(default)]
     ports: Vec<Spanned<RawPort>>,
@@ -731,6 +738,8 @@ pub fn parse(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
         umem_frames: raw.umem.frames.map(|f| *f.get_ref()),
         frame_size,
         idle_sleep_us: raw.idle_sleep_us.unwrap_or(50),
+        idle_polls: raw.idle_polls.unwrap_or(256).max(1),
+        yield_us: raw.yield_us.unwrap_or(0).min(10_000),
         services,
         control_socket: raw
             .control_socket

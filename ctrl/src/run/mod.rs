@@ -493,7 +493,8 @@ impl Node {
                     cache_capacity: cfg.cache_megaflows,
                     emc: cfg.emc,
                     idle_sleep: Duration::from_micros(cfg.idle_sleep_us),
-                    ..WorkerConfig::default()
+                    idle_polls: cfg.idle_polls,
+                    yield_for: Duration::from_micros(cfg.yield_us),
                 },
                 umem,
                 ports,

@@ -2,7 +2,7 @@
 //! line; the shape the control socket will serve).
 
 use datapath::drop::DropReason;
-use datapath::worker::WorkerStats;
+use datapath::worker::{GAP_LABELS, WorkerStats};
 use serde_json::{Value, json};
 
 use super::StatsFormat;
@@ -49,7 +49,8 @@ fn worker_json(s: &WorkerStats) -> Value {
             "name": p.name, "ofport": p.ofport, "queue": p.queue,
             "rx_packets": p.stats.rx_packets, "rx_bytes": p.stats.rx_bytes,
             "tx_packets": p.stats.tx_packets, "tx_bytes": p.stats.tx_bytes,
-            "rx_dropped": p.stats.rx_dropped, "rx_fill_empty": p.stats.rx_fill_empty,
+            "rx_dropped": p.stats.rx_dropped, "rx_ring_full": p.stats.rx_ring_full,
+            "rx_fill_empty": p.stats.rx_fill_empty,
             "tx_busy": p.stats.tx_busy, "errors": p.stats.errors,
         })).collect::<Vec<_>>(),
         "rx": s.exec.rx, "tx": s.exec.tx, "passes": s.exec.passes,
@@ -81,8 +82,20 @@ fn worker_json(s: &WorkerStats) -> Value {
             "tx_no_frame": s.counters.tx_no_frame, "tx_too_long": s.counters.tx_too_long,
             "tx_busy_dropped": s.counters.tx_busy_dropped, "tx_no_route": s.counters.tx_no_route,
             "reloads": s.counters.reloads,
+            "yields": s.counters.yields,
+            "max_poll_gap_us": s.counters.max_gap_ns / 1000,
+            "poll_gaps": gaps_json(s),
         },
     })
+}
+
+/// The poll-gap histogram as `{label: count}`, every bucket.
+fn gaps_json(s: &WorkerStats) -> Value {
+    let mut m = serde_json::Map::new();
+    for (l, v) in GAP_LABELS.iter().zip(s.counters.gaps) {
+        m.insert((*l).into(), v.into());
+    }
+    Value::Object(m)
 }
 
 /// Counters as one JSON object: `{"generation", "workers": [...], "total"}`.
@@ -163,10 +176,25 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
             c.tx_busy_dropped,
             c.tx_no_route
         );
+        let gaps: Vec<String> = GAP_LABELS
+            .iter()
+            .zip(c.gaps)
+            .filter(|(_, v)| *v != 0)
+            .map(|(l, v)| format!("{l} {v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  polls: {} ({} busy, {} yields), longest gap {} us; gaps: {}",
+            c.polls,
+            c.busy_polls,
+            c.yields,
+            c.max_gap_ns / 1000,
+            gaps.join(", ")
+        );
         for p in &s.ports {
             let _ = writeln!(
                 o,
-                "  port {} (ofport {}) queue {}: rx {} pkts {} bytes, tx {} pkts {} bytes, rx_dropped {}, tx_busy {}, errors {}",
+                "  port {} (ofport {}) queue {}: rx {} pkts {} bytes, tx {} pkts {} bytes, rx_dropped {} (ring full {}), fill ring empty {}, tx_busy {}, errors {}",
                 p.name,
                 p.ofport,
                 p.queue,
@@ -175,6 +203,8 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
                 p.stats.tx_packets,
                 p.stats.tx_bytes,
                 p.stats.rx_dropped,
+                p.stats.rx_ring_full,
+                p.stats.rx_fill_empty,
                 p.stats.tx_busy,
                 p.stats.errors
             );

@@ -185,6 +185,11 @@ pub struct PortStats {
     /// Frames lost before the worker saw them: AF_XDP `rx_dropped` plus
     /// `rx_ring_full`, TAP frames too long for a chunk, or no free chunk.
     pub rx_dropped: u64,
+    /// Of `rx_dropped`: frames the kernel had for an AF_XDP socket whose
+    /// RX ring was full (AF_XDP `rx_ring_full`): the worker did not empty
+    /// the ring in time (too slow, or not running for a while; see the
+    /// worker's poll-gap counters).
+    pub rx_ring_full: u64,
     /// Times the fill ring was empty when the kernel needed a chunk
     /// (AF_XDP `rx_fill_ring_empty_descs`): a sign the UMEM is too small.
     pub rx_fill_empty: u64,

@@ -619,6 +619,7 @@ impl Port for AfXdpPort {
             s.errors += k.rx_invalid_descs + k.tx_invalid_descs;
             if len >= std::mem::size_of::<libc::xdp_statistics>() {
                 s.rx_dropped += k.rx_ring_full;
+                s.rx_ring_full += k.rx_ring_full;
                 s.rx_fill_empty += k.rx_fill_ring_empty_descs;
             }
         }
