@@ -152,13 +152,7 @@ fn established(c: &mut Criterion) {
     });
     let mut off = 0;
     let mut mds = vec![PktCtMeta::default(); BURST];
-    let mut out = vec![
-        CtResult {
-            rewrite: None,
-            drop: None
-        };
-        BURST
-    ];
+    let mut out = vec![CtResult::default(); BURST];
     g.bench_function("shard_execute_burst", |b| {
         b.iter(|| {
             mds.fill(PktCtMeta::default());

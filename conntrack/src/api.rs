@@ -163,6 +163,20 @@ pub struct ConnRef {
     pub generation: u32,
 }
 
+/// Where a `ct()` found the packet's connection in the table (slot and
+/// direction), returned in [`CtResult::found`] so that a caller that will
+/// run a packet with the same tuple through the same `ct()` again (the
+/// datapath's chain cache) can hand it back to
+/// [`crate::Shard::execute_hinted`] and skip hashing and probing. A hint
+/// is only ever a shortcut: it is used when that slot still holds a live,
+/// unexpired connection with exactly the key the lookup would search for,
+/// and the answer is then the one the lookup would give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnHint {
+    pub(crate) slot: u32,
+    pub(crate) dir: u8,
+}
+
 /// Conntrack metadata carried by a packet through the pipeline, including
 /// across recirculations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -201,10 +215,13 @@ pub enum CtDrop {
 }
 
 /// The result of one `ct()` execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CtResult {
     /// Rewrite to apply to the packet, if NAT changed anything.
     pub rewrite: Option<Rewrite>,
     /// Set when the packet must be dropped.
     pub drop: Option<CtDrop>,
+    /// The connection the table lookup found (not set when the packet used
+    /// its cached connection, was invalid, or started a connection).
+    pub found: Option<ConnHint>,
 }

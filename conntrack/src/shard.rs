@@ -266,14 +266,32 @@ impl Shard {
         call: &CtCall,
         now_ms: u64,
     ) -> CtResult {
+        self.execute_hinted(pkt, md, call, now_ms, None)
+    }
+
+    /// [`Shard::execute`], trying the connection `hint` (a
+    /// [`CtResult::found`] of an earlier `ct()` on a packet with the same
+    /// tuple, zone and metadata) before hashing and probing the table: the
+    /// hinted slot is taken when it holds a live, unexpired connection whose
+    /// key in the hinted direction is exactly the key the lookup searches
+    /// for (and, for the reply direction, not also its original key), which
+    /// is then the answer the lookup gives (at most one live connection
+    /// answers a key; see `table.rs`). Results, state and counters are
+    /// those of [`Shard::execute`].
+    #[inline]
+    pub fn execute_hinted(
+        &mut self,
+        pkt: &CtPacket,
+        md: &mut PktCtMeta,
+        call: &CtCall,
+        now_ms: u64,
+        hint: Option<ConnHint>,
+    ) -> CtResult {
         self.last_now = now_ms;
         if self.reap_per_call != 0 {
             self.reap(now_ms, self.reap_per_call);
         }
-        let mut res = CtResult {
-            rewrite: None,
-            drop: None,
-        };
+        let mut res = CtResult::default();
         let zone = call.zone;
         // OVS process_one_fast: the connection cached by an earlier ct() of
         // this packet, in the same zone, without force.
@@ -302,7 +320,7 @@ impl Shard {
             }
         }
         match self.extract(pkt, zone) {
-            Ok((key, related)) => self.process(pkt, md, call, now_ms, key, related, &mut res),
+            Ok((key, related)) => self.process(pkt, md, call, now_ms, key, related, hint, &mut res),
             Err(r) => {
                 self.invalid(r);
                 md.state = cs::INV | cs::TRK;
@@ -420,8 +438,14 @@ impl Shard {
     }
 
     #[inline]
-    fn lookup(&mut self, key: &Key, related: bool, now: u64) -> Option<(u32, bool, Key)> {
-        if let Some((c, r)) = self.table.lookup(key, now) {
+    fn lookup(
+        &mut self,
+        key: &Key,
+        related: bool,
+        now: u64,
+        hint: Option<ConnHint>,
+    ) -> Option<(u32, bool, Key)> {
+        if let Some((c, r)) = self.table.lookup_hinted(key, now, hint) {
             return Some((c, r, *key));
         }
         if related && key.proto == proto::ICMP {
@@ -443,6 +467,7 @@ impl Shard {
         now: u64,
         key: Key,
         related: bool,
+        hint: Option<ConnHint>,
         res: &mut CtResult,
     ) {
         let zone = call.zone;
@@ -457,15 +482,23 @@ impl Shard {
         if md.state & NAT_BITS != 0 {
             // Already NATed in this zone: find the connection by the
             // reverse of the translated tuple.
-            if let Some((c, r)) = self.table.lookup(&key.reverse(), now) {
+            if let Some((c, r)) = self.table.lookup_hinted(&key.reverse(), now, hint) {
                 reply = !r;
                 ctx_key = self.table.conns[c as usize].keys[usize::from(reply)];
                 conn = Some(c);
+                res.found = Some(ConnHint {
+                    slot: c,
+                    dir: u8::from(r),
+                });
             }
-        } else if let Some((c, r, k)) = self.lookup(&key, related, now) {
+        } else if let Some((c, r, k)) = self.lookup(&key, related, now, hint) {
             conn = Some(c);
             reply = r;
             ctx_key = k;
+            res.found = Some(ConnHint {
+                slot: c,
+                dir: u8::from(r),
+            });
         }
 
         // Delete a found entry in the wrong direction; `force` implies

@@ -186,6 +186,35 @@ impl Table {
         }
     }
 
+    /// [`Table::lookup`], trying the slot `hint` names first: it answers
+    /// when it holds a live, unexpired connection whose key in the hinted
+    /// direction is `key` (and, for the reply direction, whose original key
+    /// is not also `key`: lookup would find that cell first). That is the
+    /// answer `lookup` gives, because at most one live, unexpired
+    /// connection holds a key, except a connection whose two keys are equal
+    /// (its original cell is inserted, and so probed, first). Debug builds
+    /// check the claim on every hinted lookup.
+    #[inline]
+    pub fn lookup_hinted(
+        &self,
+        key: &Key,
+        now: u64,
+        hint: Option<crate::api::ConnHint>,
+    ) -> Option<(u32, bool)> {
+        if let Some(h) = hint
+            && let Some(c) = self.conns.get(h.slot as usize)
+            && c.list != FREE
+            && now < c.expiration
+            && c.keys[usize::from(h.dir & 1)] == *key
+            && (h.dir == 0 || c.keys[0] != *key)
+        {
+            let found = (h.slot, h.dir == 1);
+            debug_assert_eq!(Some(found), self.lookup(key, now), "hint disagrees");
+            return Some(found);
+        }
+        self.lookup(key, now)
+    }
+
     /// Whether `key` is unavailable as the reply key of a new NAT
     /// connection (OVS `nat_get_unique_tuple`'s `conn_lookup`): a live
     /// connection uses it in either direction, or a NAT connection that has

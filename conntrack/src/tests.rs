@@ -1050,13 +1050,7 @@ fn execute_burst_matches_execute_one_by_one() {
         .collect();
     let call = commit_snat(3, GW);
     let mut mds = vec![PktCtMeta::default(); pkts.len()];
-    let mut out = vec![
-        CtResult {
-            rewrite: None,
-            drop: None
-        };
-        pkts.len()
-    ];
+    let mut out = vec![CtResult::default(); pkts.len()];
     b.sh.execute_burst(&pkts, &mut mds, &call, b.now, &mut out);
     for (i, p) in pkts.iter().enumerate() {
         let mut md = PktCtMeta::default();

@@ -140,7 +140,7 @@ impl Layout {
     /// packet always does; checking makes [`commit`], [`ct_packet`] and
     /// [`apply_rewrite`] total even for a layout built by hand.
     #[inline]
-    fn fits(&self, len: usize) -> bool {
+    pub(crate) fn fits(&self, len: usize) -> bool {
         let l4_min = match self.proto {
             Proto::Tcp => tcp::MIN_HEADER_LEN,
             Proto::Udp => udp::HEADER_LEN,

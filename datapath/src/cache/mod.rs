@@ -34,7 +34,8 @@ use std::cell::Cell;
 use hashbrown::HashMap;
 
 pub mod chain;
-pub use chain::{ChainCache, ChainStep, CtExpect, Recorder};
+pub mod patch;
+pub use chain::{ChainCache, ChainStep, CtAt, CtExpect, Recorder};
 
 use crate::key::{FlowKey, KEY_WORDS};
 use crate::pipeline::classifier::FlowIdx;
@@ -217,6 +218,13 @@ impl MegaflowCache {
     #[inline]
     pub fn entry_mut(&mut self, idx: EntryIdx) -> &mut Xlation {
         &mut self.entries[idx as usize]
+    }
+
+    /// Record the walk `rec` as the chain of first-pass key `key` (see
+    /// [`chain`]).
+    #[cold]
+    pub fn record_chain(&mut self, key: &FlowKey, rec: &Recorder) {
+        self.chains.insert(key, rec, &self.entries);
     }
 
     /// Look `key` up, returning the entry index.

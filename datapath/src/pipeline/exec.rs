@@ -17,7 +17,7 @@ use super::classifier::FlowIdx;
 use super::learn::{LearnEvent, REFRESH_MS};
 use super::stats::FlowStat;
 use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
-use crate::cache::{CtExpect, MegaflowCache, Recorder};
+use crate::cache::{ChainStep, CtAt, CtExpect, MegaflowCache, Recorder};
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
 use crate::key::{self, FlowKey, slot};
@@ -175,6 +175,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 let epoch = c.epoch();
                 if !self.replay_chain(pkt, &layout, &key, sink) {
                     let mut rec = Recorder::new(epoch);
+                    rec.capture(pkt, &layout);
                     self.pass(
                         pkt,
                         &layout,
@@ -190,7 +191,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         && rec.ok
                         && c.epoch() == rec.epoch
                     {
-                        c.chains.insert(&key, rec.steps());
+                        c.record_chain(&key, &rec);
                     }
                 }
             }
@@ -364,7 +365,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 }
                 DpAction::CtClear => *md = PktCtMeta::default(),
                 DpAction::Ct { call, recirc } => {
-                    let Ok(rw) = self.run_ct(pkt, layout, &key, md, call) else {
+                    let Ok((rw, at)) = self.run_ct(pkt, layout, &key, md, call) else {
                         return;
                     };
                     if let (Some(t), Some(i)) = (trace.as_deref_mut(), slot_idx) {
@@ -388,6 +389,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         let mut md2 = *md;
                         if let Some(r) = rec.as_deref_mut() {
                             r.pending = CtExpect::new(md, rw);
+                            r.pending_ct = at;
                         }
                         if ai == n_actions {
                             // Last action: the packet itself recirculates
@@ -436,7 +438,8 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
 impl<P: PortSet + ?Sized> Engine<'_, P> {
     /// Run one `ct()` on the packet (conntrack, then its NAT rewrite on the
     /// bytes), updating `md`. `Err` when conntrack drops the packet (counted
-    /// here); else the rewrite it applied.
+    /// here); else the rewrite it applied and what a chain records of the
+    /// call (the tuple and the connection found).
     #[inline]
     fn run_ct(
         &mut self,
@@ -445,7 +448,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         key: &FlowKey,
         md: &mut PktCtMeta,
         call: &conntrack::CtCall,
-    ) -> Result<Option<conntrack::Rewrite>, ()> {
+    ) -> Result<(Option<conntrack::Rewrite>, CtAt), ()> {
         if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
             let cp = extract::ct_packet(pkt, layout);
             let res = self.ct.execute(&cp, md, call, self.now_ms);
@@ -456,7 +459,11 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             if let Some(rw) = &res.rewrite {
                 extract::apply_rewrite(pkt, layout, rw);
             }
-            Ok(res.rewrite)
+            let at = CtAt {
+                tuple: cp.tuple,
+                hint: res.found,
+            };
+            Ok((res.rewrite, at))
         } else {
             // Not IPv4: conntrack cannot track it.
             if md.zone != call.zone {
@@ -464,16 +471,21 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
             md.zone = call.zone;
             md.state = cs::TRK | cs::INV;
-            Ok(None)
+            Ok((None, CtAt::default()))
         }
     }
 
     /// Replay the chain recorded for first-pass key `key` (see
     /// [`crate::cache::chain`]): the recorded passes' actions in order, every
-    /// `ct()` executed for real, and at each recirculation a check that
-    /// conntrack answered as recorded; where it did not, the walk continues
-    /// on the ordinary path and the chain is dropped. `false` when there is
-    /// no chain for `key`.
+    /// `ct()` executed for real (on the recorded tuple, trying the recorded
+    /// connection first), and at each recirculation a check that conntrack
+    /// answered as recorded; where it did not, the walk continues on the
+    /// ordinary path and the chain is dropped. A compiled chain's header
+    /// rewrites are not executed one by one: the bytes are brought up to
+    /// date by the chain's next precomputed patch wherever the walk needs
+    /// them (an output, a REJECT, the end), or, at a divergence, by running
+    /// the rewrites since the last patch. `false` when there is no chain
+    /// for `key`.
     fn replay_chain(
         &mut self,
         pkt: &mut [u8],
@@ -487,33 +499,55 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         let Some(chain) = cache.chains.lookup(key) else {
             return false;
         };
+        let steps = chain.steps;
+        let prog = chain.prog.filter(|p| p.shape.matches(layout, pkt.len()));
+        let ipv4 = key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64;
         let mut md = PktCtMeta::default();
         let mut step = 0;
         // The conntrack view of the packet, parsed (checksums verified) at
-        // the first ct() and refreshed from the bytes at the next ones.
+        // the first ct(); its tuple is then the recorded one (compiled) or
+        // refreshed from the bytes.
         let mut cp: Option<conntrack::CtPacket> = None;
+        // Compiled: the next patch, and the (pass, action) the bytes are
+        // up to date with.
+        let mut patch = 0;
+        let mut synced = (0, 0);
+        let mut shadow = Shadow::new(pkt, prog.is_some());
         // Where the walk left the chain: the recirculation to continue from.
         let resume = 'passes: loop {
-            let x = cache.entry(chain[step].entry);
-            cache.credit(chain[step].entry, pkt.len(), self.now_ms);
+            let x = cache.entry(steps[step].entry);
+            cache.credit(steps[step].entry, pkt.len(), self.now_ms);
             self.stats.passes += 1;
             for n in &x.notes {
                 self.stats.drops.bump(*n);
             }
             if let Some(e) = x.error {
                 self.stats.drops.bump(e);
+                if let Some(p) = &prog {
+                    p.apply(patch, pkt);
+                }
+                shadow.check(pkt);
                 break None;
             }
             let mut next = false;
-            for a in x.actions.iter() {
+            for (ai, a) in x.actions.iter().enumerate() {
                 match a {
                     DpAction::Set { from, to } => {
-                        extract::commit(pkt, layout, from, to);
+                        if prog.is_none() {
+                            extract::commit(pkt, layout, from, to);
+                        }
+                        shadow.commit(layout, from, to);
                         if rewrites_conn_key(from, to, key) {
                             md.conn = None;
                         }
                     }
                     DpAction::Output(port) => {
+                        if let Some(p) = &prog {
+                            p.apply(patch, pkt);
+                            patch += 1;
+                            synced = (step, ai + 1);
+                        }
+                        shadow.check(pkt);
                         self.stats.tx += 1;
                         sink.output(*port, pkt);
                     }
@@ -522,30 +556,59 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         self.stats.drops.bump(DropReason::ControllerPunt);
                     }
                     DpAction::Reject => {
+                        if let Some(p) = &prog {
+                            p.apply(patch, pkt);
+                            patch += 1;
+                            synced = (step, ai + 1);
+                        }
+                        shadow.check(pkt);
                         reject(self.stats, &mut self.scratch.reject, self.now_ms, pkt, sink);
                     }
                     DpAction::CtClear => md = PktCtMeta::default(),
                     DpAction::Ct { call, recirc } => {
                         // Inlined `Self::run_ct` (it borrows all of `self`, and
                         // `cache` is borrowed here).
-                        let rw = if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
-                            let fresh = match cp.as_mut() {
-                                Some(p) => extract::refresh_ct_packet(pkt, layout, p),
-                                None => false,
+                        let at = match recirc {
+                            Some(_) => steps.get(step + 1).map(|s| s.ct),
+                            None => None,
+                        };
+                        let rw = if ipv4 {
+                            // Compiled: the bytes may lag behind, the
+                            // recorded tuple is the packet's at this point
+                            // (checksum validity and TCP facts do not
+                            // change with rewrites: see refresh_ct_packet).
+                            let fresh = match (cp.as_mut(), prog.is_some(), at) {
+                                (Some(p), true, Some(at)) => {
+                                    p.tuple = at.tuple;
+                                    true
+                                }
+                                (Some(p), false, _) => extract::refresh_ct_packet(pkt, layout, p),
+                                _ => false,
                             };
                             let p = match cp {
                                 Some(p) if fresh => p,
-                                _ => *cp.insert(extract::ct_packet(pkt, layout)),
+                                _ => {
+                                    let mut p = extract::ct_packet(pkt, layout);
+                                    if let (true, Some(at)) = (prog.is_some(), at) {
+                                        p.tuple = at.tuple;
+                                    }
+                                    *cp.insert(p)
+                                }
                             };
-                            debug_assert_eq!(p, extract::ct_packet(pkt, layout));
-                            let res = self.ct.execute(&p, &mut md, call, self.now_ms);
+                            shadow.ct_tuple(layout, &p);
+                            debug_assert!(prog.is_some() || p == extract::ct_packet(pkt, layout));
+                            let hint = at.and_then(|a| a.hint);
+                            let res = self.ct.execute_hinted(&p, &mut md, call, self.now_ms, hint);
                             if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
                                 self.stats.drops.bump(DropReason::CtNatExhausted);
                                 break 'passes None;
                             }
-                            if let Some(rw) = &res.rewrite {
+                            if prog.is_none()
+                                && let Some(rw) = &res.rewrite
+                            {
                                 extract::apply_rewrite(pkt, layout, rw);
                             }
+                            shadow.rewrite(layout, &res.rewrite);
                             res.rewrite
                         } else {
                             if md.zone != call.zone {
@@ -563,15 +626,30 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             self.stats.recircs += 1;
                             // A recorded chain never forks, so this is the
                             // pass's last action.
-                            match chain.get(step + 1) {
+                            match steps.get(step + 1) {
                                 Some(s) if s.expect == CtExpect::new(&md, rw) => next = true,
-                                _ => break 'passes Some((*r, step as u32)),
+                                _ => {
+                                    if prog.is_some() {
+                                        catch_up(pkt, layout, cache, steps, synced, (step, ai));
+                                        if let Some(rw) = &rw {
+                                            extract::apply_rewrite(pkt, layout, rw);
+                                        }
+                                        shadow.check(pkt);
+                                    }
+                                    break 'passes Some((*r, step as u32));
+                                }
                             }
                         }
                     }
                 }
             }
             if !next {
+                if let Some(p) = &prog {
+                    // Rewrites after the last output: the bytes end as the
+                    // ordinary path leaves them.
+                    p.apply(patch, pkt);
+                }
+                shadow.check(pkt);
                 break None;
             }
             step += 1;
@@ -604,6 +682,101 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
         }
         true
+    }
+}
+
+/// Debug builds: the bytes the ordinary path would produce, computed
+/// alongside a compiled chain's replay and compared wherever its patches
+/// bring the packet up to date; also checks that the tuple recorded for
+/// each `ct()` is the packet's. Release builds: nothing.
+struct Shadow {
+    #[cfg(debug_assertions)]
+    buf: Option<([u8; 2048], usize)>,
+}
+
+#[cfg(debug_assertions)]
+impl Shadow {
+    fn new(pkt: &[u8], on: bool) -> Shadow {
+        Shadow {
+            buf: (on && pkt.len() <= 2048).then(|| {
+                let mut b = [0u8; 2048];
+                b[..pkt.len()].copy_from_slice(pkt);
+                (b, pkt.len())
+            }),
+        }
+    }
+    fn bytes(&mut self) -> Option<&mut [u8]> {
+        self.buf.as_mut().map(|(b, n)| &mut b[..*n])
+    }
+    fn commit(&mut self, layout: &Layout, from: &FlowKey, to: &FlowKey) {
+        if let Some(b) = self.bytes() {
+            extract::commit(b, layout, from, to);
+        }
+    }
+    fn ct_tuple(&mut self, layout: &Layout, cp: &conntrack::CtPacket) {
+        if let Some(b) = self.bytes() {
+            assert_eq!(extract::ct_packet(b, layout), *cp, "recorded ct() tuple");
+        }
+    }
+    fn rewrite(&mut self, layout: &Layout, rw: &Option<conntrack::Rewrite>) {
+        if let (Some(b), Some(rw)) = (self.bytes(), rw) {
+            extract::apply_rewrite(b, layout, rw);
+        }
+    }
+    fn check(&mut self, pkt: &[u8]) {
+        if let Some(b) = self.bytes() {
+            assert_eq!(pkt, &*b, "compiled chain bytes");
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+impl Shadow {
+    #[inline(always)]
+    fn new(_: &[u8], _: bool) -> Shadow {
+        Shadow {}
+    }
+    #[inline(always)]
+    fn commit(&mut self, _: &Layout, _: &FlowKey, _: &FlowKey) {}
+    #[inline(always)]
+    fn ct_tuple(&mut self, _: &Layout, _: &conntrack::CtPacket) {}
+    #[inline(always)]
+    fn rewrite(&mut self, _: &Layout, _: &Option<conntrack::Rewrite>) {}
+    #[inline(always)]
+    fn check(&mut self, _: &[u8]) {}
+}
+
+/// Bring a compiled chain's packet bytes from the state after action
+/// `from` (pass, action index) up to just before action `to`: run the `Set`
+/// actions and the recorded NAT rewrites in between as the ordinary path
+/// does (outputs and REJECTs in between were already executed). Cold: only
+/// a replay that diverges gets here.
+#[cold]
+fn catch_up(
+    pkt: &mut [u8],
+    layout: &Layout,
+    cache: &MegaflowCache,
+    steps: &[ChainStep],
+    from: (usize, usize),
+    to: (usize, usize),
+) {
+    for s in from.0..=to.0 {
+        let x = cache.entry(steps[s].entry);
+        let first = if s == from.0 { from.1 } else { 0 };
+        let end = if s == to.0 { to.1 } else { x.actions.len() };
+        for a in x.actions.get(first..end).unwrap_or(&[]) {
+            match a {
+                DpAction::Set { from, to } => extract::commit(pkt, layout, from, to),
+                DpAction::Ct { .. } => {
+                    // A compiled chain's ct() is its pass's last action,
+                    // and the next step recorded its rewrite.
+                    if let Some(rw) = steps.get(s + 1).and_then(|n| n.expect.rewrite()) {
+                        extract::apply_rewrite(pkt, layout, &rw);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -771,6 +944,69 @@ mod tests {
         assert!(!cache.chains.is_empty());
         cache.sync_generation(7);
         assert!(cache.chains.is_empty(), "a new pipeline drops every chain");
+    }
+
+    /// A compiled chain (DNAT, then MAC/TTL rewrites) sends exactly the
+    /// bytes the uncached engine does, through new, established, reply,
+    /// flushed and re-created connections, and does replay compiled.
+    #[test]
+    fn compiled_chains_send_the_bytes_of_the_ordinary_path() {
+        let flows = "table=0,ip,actions=ct(zone=1,table=1,nat)\n\
+                     table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit,table=2,nat(dst=10.0.0.9:8080))\n\
+                     table=1,ct_state=+trk+est,ip,actions=resubmit(,2)\n\
+                     table=2,ip,in_port=1,actions=mod_dl_src:0a:58:ac:10:02:01,dec_ttl,output:2\n\
+                     table=2,ip,in_port=2,actions=output:1\n";
+        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let ports = [1u32, 2];
+        let fwd = PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1000, 53).build();
+        let rpl =
+            PacketBuilder::udp(2u64, 1u64, 0x0a00_0009u32, 0x0a00_0001u32, 8080, 1000).build();
+        let mut ct = [Shard::default(), Shard::default()];
+        let mut cache = MegaflowCache::new(64, true);
+        let mut scratch = Scratch::default();
+        let mut run = |ct: &mut Shard, cache: Option<&mut MegaflowCache>, pkt0: &[u8], port| {
+            let mut stats = ExecStats::default();
+            let mut outs = Vec::new();
+            let mut e = Engine {
+                pipeline: &p,
+                ports: &ports[..],
+                ct,
+                now_ms: 0,
+                stats: &mut stats,
+                cache,
+                scratch: &mut scratch,
+            };
+            let mut pkt = pkt0.to_vec();
+            e.process(
+                &mut pkt,
+                port,
+                &mut |o: u32, b: &[u8]| outs.push((o, b.to_vec())),
+                None,
+            );
+            outs
+        };
+        let seq = [1, 2, 1, 1, 1, 1, 2, 2, 1, 1, 1];
+        for (i, port) in seq.into_iter().enumerate() {
+            let pkt = if port == 1 { &fwd } else { &rpl };
+            if i == 8 {
+                ct[0].flush(None, None);
+                ct[1].flush(None, None);
+            }
+            let [a, b] = &mut ct;
+            let want = run(a, None, pkt, port);
+            let got = run(b, Some(&mut cache), pkt, port);
+            assert_eq!(got, want, "packet {i}");
+            assert_eq!(want.len(), 1, "packet {i}");
+        }
+        assert!(cache.stats.chain_hits >= 5, "{:?}", cache.stats);
+        assert!(cache.stats.chain_diverged >= 2, "{:?}", cache.stats);
+        let mut k = FlowKey::ZERO;
+        extract::extract(&fwd, 1, &mut k).unwrap();
+        let chain = cache
+            .chains
+            .lookup(&k)
+            .expect("a chain for the client's packets");
+        assert!(chain.prog.is_some(), "compiled");
     }
 
     #[test]

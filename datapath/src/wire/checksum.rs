@@ -17,10 +17,20 @@
 /// partial sum: feed it to [`finish`] (or more data to `sum` again).
 ///
 /// Never overflows: the accumulator is 64 bits wide and folded at the end.
+/// Eight bytes are added at a time, as two big-endian 32-bit words: since
+/// `2^16 = 1` modulo `0xffff`, a 32-bit word is congruent to the sum of its
+/// two 16-bit halves, so the partial sum differs from a 16-bit word sum
+/// only by multiples of `0xffff` (and is `0` exactly when it is), which
+/// [`fold`] removes.
 #[inline]
 pub fn sum(initial: u32, data: &[u8]) -> u32 {
     let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(2);
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let v = u64::from_be_bytes(w.try_into().expect("8 bytes"));
+        acc += (v >> 32) + (v & 0xffff_ffff);
+    }
+    let mut chunks = words.remainder().chunks_exact(2);
     for c in &mut chunks {
         acc += u16::from_be_bytes([c[0], c[1]]) as u64;
     }
@@ -134,7 +144,30 @@ mod tests {
         assert_eq!(udp_wire(0x1234), 0x1234);
     }
 
+    /// The 16-bit word sum of RFC 1071, one word at a time.
+    fn sum16(initial: u32, data: &[u8]) -> u32 {
+        let mut acc = initial as u64;
+        for c in data.chunks(2) {
+            acc += (u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])) as u64;
+        }
+        while acc >> 32 != 0 {
+            acc = (acc & 0xffff_ffff) + (acc >> 32);
+        }
+        acc as u32
+    }
+
     proptest! {
+        #[test]
+        fn wide_sum_folds_as_the_word_sum(
+            initial in prop_oneof![Just(0u32), any::<u32>()],
+            data in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                proptest::collection::vec(prop_oneof![Just(0u8), Just(0xff)], 0..80),
+            ],
+        ) {
+            prop_assert_eq!(fold(sum(initial, &data)), fold(sum16(initial, &data)));
+        }
+
         #[test]
         fn incremental_equals_full(
             mut data in proptest::collection::vec(any::<u8>(), 4..64),
