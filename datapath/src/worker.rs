@@ -2,15 +2,22 @@
 //! set. Its loop, burst by burst:
 //!
 //! ```text
-//!  rx_burst (each owned port) ─► copy to the packet buffer ─► owner check ──other worker──► handoff ring
+//!  rx_burst (each owned port) ─► owner check (several workers) ──other worker──► handoff ring
 //!                                                               │ mine
 //!                                                               ▼
-//!                            Engine::process (extract ─► megaflow/EMC cache or xlate ─► Set/Ct/recirc)
+//!          Engine::process on the rx frame, in place (extract ─► megaflow/EMC cache or xlate ─► Set/Ct/recirc)
 //!                                                               │ output(port)
 //!                                                               ▼
 //!                          port owned here? ──yes──► per-port tx Batch ──► tx_burst at end of burst
 //!                                           └─no───► handoff ring (transmit) to the owner
 //! ```
+//!
+//! The walk's last use of the packet, when it is an output to a port of
+//! this worker ([`Sink::output_last`]), puts the received frame itself on
+//! that port's tx batch: forwarding A -> B moves the descriptor, no byte
+//! is copied in userspace. Every other output (an output followed by more
+//! actions, a second output, a handoff) is a copy into a fresh frame or
+//! ring slot, taken when the engine emits it.
 //!
 //! # What a worker owns
 //! Its [`Umem`], its ports (AF_XDP sockets for its queues, the TAP or memory
@@ -61,16 +68,33 @@
 //!   batches and handoff rings once more, and returns its final counters.
 //!
 //! # Cost
-//! Per packet: one copy from the rx frame into the worker's packet buffer
-//! (the frame is freed at once), the engine, and one copy per output into a
-//! fresh frame. Nothing allocates in steady state (cache hits, established
-//! connections): batches, rings and buffers are sized at start
-//! (`tests/worker_alloc.rs` counts zero allocations over 128 k packets).
-//! Measured (release, the shared 2-core VM): ~1.7 µs/packet through the
-//! established NodePort ETP Cluster chain (6 passes, 3 zones) with memory
-//! ports; on veth AF_XDP copy mode 0.39-0.42 Mpps delivered through that
-//! chain against 0.86-0.91 Mpps for the bare AF_XDP forwarder in the same
-//! run (`scripts/bench-run.sh`).
+//! Per packet: the engine, run on the received frame's bytes in place
+//! ([`Umem::lend`]); the single output of a forwarded packet transmits that
+//! frame (counted in `tx_in_place`); only extra outputs are copied into
+//! fresh frames. With several workers the owner check first copies the
+//! packet into the worker's buffer (the probe reads it there). Nothing
+//! allocates in steady state (cache hits, established connections):
+//! batches, rings and buffers are sized at start (`tests/worker_alloc.rs`
+//! counts zero allocations over 128 k packets).
+//!
+//! Measured (release, the shared 2-core VM, veth AF_XDP copy mode, the
+//! established NodePort ETP Cluster chain, `scripts/bench.sh`): a flood
+//! delivers 0.4-0.5 Mpps against 0.65-0.9 Mpps for the bare AF_XDP
+//! forwarder in the same runs. A profile of the worker's core during a
+//! flood (`perf record -C 1`): about half its time is the kernel's
+//! copy-mode TX and the sink namespace's receive path (veth delivers on
+//! the sender's core), which the bare forwarder pays too; the other half is
+//! the pipeline (conntrack lookups, the engine, extract); port I/O in
+//! userspace (rx/tx bursts, the TAP poll) is under 2%.
+//!
+//! # Stalls
+//! The worker counts the time between the starts of consecutive polls
+//! (`max_gap_ns`, `gaps`; `flowpath stats`). Frames wait in the AF_XDP RX
+//! ring while the worker does not poll, so a gap longer than ring size /
+//! packet rate overflows it (the port's `rx_ring_full`). On a core shared
+//! with other threads a SCHED_FIFO worker that never sleeps is stopped by
+//! the kernel's fair deadline server for ~50 ms about once a second;
+//! [`WorkerConfig::yield_for`] hands that time out in small slices instead.
 //!
 //! Memory of the handoff mesh: `workers²` rings of `capacity` slots of
 //! [`HANDOFF_MAX`] bytes each, preallocated (2 workers x 256 slots: 1.8 MB;
@@ -89,7 +113,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::cache::{CacheStats, MegaflowCache};
 use crate::extract;
-use crate::io::{BURST, Batch, Port, PortStats, Umem};
+use crate::io::{BURST, Batch, Frame, Port, PortStats, Umem};
 use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
@@ -445,6 +469,9 @@ pub struct WorkerCounters {
     pub handoff_rewritten: u64,
     /// Handoffs refused because the ring was full (dropped).
     pub handoff_full: u64,
+    /// Outputs that sent the received frame itself (processed in place,
+    /// the walk's last use of it), no copy.
+    pub tx_in_place: u64,
     /// Outputs dropped: no free UMEM chunk for the copy.
     pub tx_no_frame: u64,
     /// Outputs dropped: frame longer than a chunk or a handoff slot.
@@ -807,13 +834,10 @@ impl Worker {
             // `pop` takes from the back: reverse once for arrival order.
             self.rx.frames_mut().reverse();
             while let Some(frame) = self.rx.pop() {
-                let len = frame.len().min(self.buf.len());
-                self.buf[..len].copy_from_slice(&self.umem.data(&frame)[..len]);
-                self.umem.free(frame);
                 if let Some(w) = self.ports[i].pcap.as_mut() {
-                    w.write(&self.buf[..len]);
+                    w.write(self.umem.data(&frame));
                 }
-                self.handle(in_port, len, now);
+                self.handle(in_port, frame, now);
             }
         }
         total += self.drain_handoffs();
@@ -852,14 +876,19 @@ impl Worker {
         self.counters.reloads += 1;
     }
 
-    /// Run the packet in `self.buf[..len]` received on `in_port`: hand it to
-    /// its conntrack owner, or process it here.
-    fn handle(&mut self, in_port: u32, len: usize, now: u64) {
+    /// Run the received `frame` (from `in_port`): hand it to its conntrack
+    /// owner, or process it here, in place.
+    fn handle(&mut self, in_port: u32, frame: Frame, now: u64) {
         if self.cross.is_some() {
             let me = self.cfg.id;
+            // The probe reads a copy (several workers only: the owner check
+            // needs the bytes while the worker's tables are borrowed).
+            let len = frame.len().min(self.buf.len());
+            self.buf[..len].copy_from_slice(&self.umem.data(&frame)[..len]);
             if let Some((owner, rewritten)) = self.owner_probe(in_port, len)
                 && owner != me
             {
+                self.umem.free(frame);
                 let cross = self.cross.as_ref().expect("checked");
                 let ring = cross.mesh.ring(me, owner);
                 if push_handoff(ring, HandoffOp::Process, in_port, &self.buf[..len]) {
@@ -872,7 +901,52 @@ impl Worker {
                 return;
             }
         }
-        self.process(in_port, len, now);
+        self.process_frame(in_port, frame, now);
+    }
+
+    /// Run the pipeline on `frame`'s bytes where they are (no copy). When
+    /// the walk's last use of the packet is an output to a port of this
+    /// worker, that output takes the frame itself ([`Sink::output_last`]);
+    /// other outputs are copies into fresh frames. Otherwise the frame goes
+    /// back to the free list.
+    fn process_frame(&mut self, in_port: u32, frame: Frame, now: u64) {
+        let mut take = None;
+        let (frame, ()) = self.umem.lend(frame, |pkt, umem| {
+            let mut sink = TxSink {
+                me: self.cfg.id,
+                umem,
+                ports: &mut self.ports,
+                txq: &mut self.txq,
+                routes: &self.routes,
+                cross: self.cross.as_ref(),
+                counters: &mut self.counters,
+                in_place: (pkt.as_ptr(), pkt.len()),
+                take: &mut take,
+            };
+            let mut eng = Engine {
+                pipeline: &self.pipeline,
+                ports: &self.ofports[..],
+                ct: &mut self.ct,
+                now_ms: now,
+                stats: &mut self.exec,
+                cache: Some(&mut self.cache),
+                scratch: &mut self.scratch,
+            };
+            eng.process(pkt, in_port, &mut sink, None);
+        });
+        match take {
+            Some(i) => {
+                self.counters.tx_in_place += 1;
+                enqueue(
+                    &mut self.umem,
+                    &mut self.ports[i],
+                    &mut self.txq[i],
+                    &mut self.counters,
+                    frame,
+                );
+            }
+            None => self.umem.free(frame),
+        }
     }
 
     /// Which worker owns the connection of the packet in `self.buf[..len]`
@@ -935,7 +1009,10 @@ impl Worker {
         None
     }
 
+    /// Run the pipeline on the packet in `self.buf[..len]` (a handoff from
+    /// another worker); every output is a copy.
     fn process(&mut self, in_port: u32, len: usize, now: u64) {
+        let mut take = None;
         let mut sink = TxSink {
             me: self.cfg.id,
             umem: &mut self.umem,
@@ -944,6 +1021,8 @@ impl Worker {
             routes: &self.routes,
             cross: self.cross.as_ref(),
             counters: &mut self.counters,
+            in_place: (std::ptr::null(), 0),
+            take: &mut take,
         };
         let mut eng = Engine {
             pipeline: &self.pipeline,
@@ -980,6 +1059,7 @@ impl Worker {
                 }
                 HandoffOp::Transmit => {
                     self.counters.handoff_tx_in += 1;
+                    let mut take = None;
                     let mut sink = TxSink {
                         me,
                         umem: &mut self.umem,
@@ -988,6 +1068,8 @@ impl Worker {
                         routes: &self.routes,
                         cross: None,
                         counters: &mut self.counters,
+                        in_place: (std::ptr::null(), 0),
+                        take: &mut take,
                     };
                     sink.output(h.port, &h.data[..len]);
                 }
@@ -1201,8 +1283,21 @@ fn flush_port(umem: &mut Umem, p: &mut OwnedPort, q: &mut Batch, c: &mut WorkerC
     }
 }
 
+/// Put `f` on `q` (port `p`'s tx batch), flushing a full batch first.
+#[inline]
+fn enqueue(umem: &mut Umem, p: &mut OwnedPort, q: &mut Batch, c: &mut WorkerCounters, f: Frame) {
+    if q.space() == 0 {
+        flush_port(umem, p, q, c);
+    }
+    if let Err(f) = q.push(f) {
+        umem.free(f);
+        c.tx_busy_dropped += 1;
+    }
+}
+
 /// The engine's outputs: copied into a fresh frame on the owning port's tx
-/// batch, or handed to the worker that owns the port.
+/// batch, or handed to the worker that owns the port; or, for the last use
+/// of a packet processed in place, its own frame (`take`).
 struct TxSink<'a> {
     me: usize,
     umem: &'a mut Umem,
@@ -1211,16 +1306,39 @@ struct TxSink<'a> {
     routes: &'a [(u32, Route)],
     cross: Option<&'a Cross>,
     counters: &'a mut WorkerCounters,
+    /// Address and length of the packet when it is a received frame being
+    /// processed in place (null otherwise): an `output_last` of exactly
+    /// those bytes may take the frame. Compared, never dereferenced.
+    in_place: (*const u8, usize),
+    /// Set by `output_last`: the local port (index) that transmits the
+    /// in-place frame itself once the engine is done with it.
+    take: &'a mut Option<usize>,
+}
+
+impl TxSink<'_> {
+    fn route(&self, port: u32) -> Option<Route> {
+        self.routes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, r)| *r)
+    }
 }
 
 impl Sink for TxSink<'_> {
+    fn output_last(&mut self, port: u32, pkt: &[u8]) {
+        if !self.in_place.0.is_null()
+            && (pkt.as_ptr(), pkt.len()) == self.in_place
+            && self.take.is_none()
+            && let Some(Route::Local(i)) = self.route(port)
+        {
+            *self.take = Some(i);
+            return;
+        }
+        self.output(port, pkt);
+    }
+
     fn output(&mut self, port: u32, pkt: &[u8]) {
-        let route = self
-            .routes
-            .iter()
-            .find(|(p, _)| *p == port)
-            .map(|(_, r)| *r);
-        match route {
+        match self.route(port) {
             Some(Route::Local(i)) => {
                 let Some(mut f) = self.umem.alloc() else {
                     self.counters.tx_no_frame += 1;
@@ -1232,18 +1350,13 @@ impl Sink for TxSink<'_> {
                     return;
                 }
                 self.umem.data_mut(&f).copy_from_slice(pkt);
-                if self.txq[i].space() == 0 {
-                    flush_port(
-                        self.umem,
-                        &mut self.ports[i],
-                        &mut self.txq[i],
-                        self.counters,
-                    );
-                }
-                if let Err(f) = self.txq[i].push(f) {
-                    self.umem.free(f);
-                    self.counters.tx_busy_dropped += 1;
-                }
+                enqueue(
+                    self.umem,
+                    &mut self.ports[i],
+                    &mut self.txq[i],
+                    self.counters,
+                    f,
+                );
             }
             Some(Route::Worker(w)) => match self.cross {
                 Some(c) => {

@@ -354,3 +354,43 @@ fn poll_gaps_record_stalls() {
     assert_eq!(c.gaps[b.unwrap_or(GAP_BUCKETS - 1)], 1, "{c:?}");
     assert!(b.is_none_or(|b| b >= 5), "20 ms is not below 16 ms: {c:?}");
 }
+
+/// Packets are processed in the received frame: the walk's last output
+/// transmits that frame (no copy), earlier outputs are copies taken before
+/// later actions rewrite the bytes, and no frame leaks (many more packets
+/// than the worker's 512 chunks).
+#[test]
+fn last_output_sends_the_received_frame_earlier_outputs_copy() {
+    let ports = PortMap::parse("a=1,b=2,c=3").unwrap();
+    let flows = parse_flows(
+        "flows.txt",
+        "table=0,in_port=1,ip,actions=output:2,mod_nw_tos:8,output:3\n\
+         table=0,in_port=2,ip,actions=output:3\n",
+    )
+    .unwrap();
+    let mut rig = Rig::new(Pipeline::new(flows, Vec::new()), &ports, 1, |_| vec![0]);
+    // Ethernet + IPv4 (TOS 0) + UDP, valid checksums not needed here.
+    let mut pkt = vec![0u8; 60];
+    pkt[12..14].copy_from_slice(&[0x08, 0x00]);
+    pkt[14] = 0x45;
+    pkt[16..18].copy_from_slice(&46u16.to_be_bytes());
+    pkt[22] = 64;
+    pkt[23] = 17;
+    pkt[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    pkt[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    pkt[38..40].copy_from_slice(&26u16.to_be_bytes());
+    let n = 2000;
+    for i in 0..n {
+        let out = rig.step(0, "a", &pkt);
+        assert_eq!(out.len(), 2, "packet {i}: {out:?}");
+        assert_eq!(out[0].0, "b");
+        assert_eq!(out[0].1, pkt, "the copy went out before the rewrite");
+        assert_eq!(out[1].0, "c");
+        assert_eq!(out[1].1[15], 8, "the frame itself carries the new TOS");
+        let out = rig.step(0, "b", &pkt);
+        assert_eq!(out, vec![("c".to_string(), pkt.clone())]);
+    }
+    let c = rig.workers[0].stats().counters;
+    assert_eq!(c.tx_in_place, 2 * n, "{c:?}");
+    assert_eq!(c.tx_no_frame, 0, "no chunk leaked: {c:?}");
+}

@@ -79,7 +79,7 @@ fn worker_json(s: &WorkerStats) -> Value {
             "handoff_tx_in": s.counters.handoff_tx_in,
             "handoff_rewritten": s.counters.handoff_rewritten,
             "handoff_full": s.counters.handoff_full,
-            "tx_no_frame": s.counters.tx_no_frame, "tx_too_long": s.counters.tx_too_long,
+            "tx_in_place": s.counters.tx_in_place, "tx_no_frame": s.counters.tx_no_frame, "tx_too_long": s.counters.tx_too_long,
             "tx_busy_dropped": s.counters.tx_busy_dropped, "tx_no_route": s.counters.tx_no_route,
             "reloads": s.counters.reloads,
             "yields": s.counters.yields,
@@ -165,13 +165,14 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
         );
         let _ = writeln!(
             o,
-            "  handoffs: process out {} (after rewrite {}) in {}, transmit out {} in {}, ring full {}; tx drops: no frame {}, busy {}, no route {}",
+            "  handoffs: process out {} (after rewrite {}) in {}, transmit out {} in {}, ring full {}; tx in place {}; tx drops: no frame {}, busy {}, no route {}",
             c.handoff_process_out,
             c.handoff_rewritten,
             c.handoff_process_in,
             c.handoff_tx_out,
             c.handoff_tx_in,
             c.handoff_full,
+            c.tx_in_place,
             c.tx_no_frame,
             c.tx_busy_dropped,
             c.tx_no_route

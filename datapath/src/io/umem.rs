@@ -128,6 +128,11 @@ pub struct Umem {
     /// AF_XDP registration, set by the first AF_XDP port opened on this
     /// UMEM (see `afxdp::socket`).
     pub(crate) xsk: Option<crate::io::afxdp::UmemRegistration>,
+    /// [`Umem::lend`] calls in progress on this value. While one is, the
+    /// mapping must outlive the lent slice: `Drop` then leaks it rather
+    /// than unmap (only reachable if the closure swaps this `Umem` out
+    /// and drops it).
+    lending: u32,
 }
 
 // SAFETY: `Umem` owns its mapping exclusively (the raw pointer is never
@@ -200,6 +205,7 @@ impl Umem {
             id: NEXT_UMEM_ID.fetch_add(1, Ordering::Relaxed),
             free,
             xsk: None,
+            lending: 0,
         })
     }
 
@@ -283,6 +289,42 @@ impl Umem {
         unsafe {
             std::slice::from_raw_parts_mut(self.base.as_ptr().add(frame.addr as usize), frame.len())
         }
+    }
+
+    /// Lend `frame`'s bytes and the `Umem` together: `f` gets the packet,
+    /// writable, and `&mut self` for everything else (allocating, copying
+    /// into other frames, transmitting them). The frame comes back with
+    /// `f`'s result. This is how a worker runs the pipeline on a received
+    /// frame in place and then transmits that same frame.
+    ///
+    /// # Panics
+    /// If the frame belongs to another `Umem`.
+    #[inline]
+    pub fn lend<R>(
+        &mut self,
+        frame: Frame,
+        f: impl FnOnce(&mut [u8], &mut Umem) -> R,
+    ) -> (Frame, R) {
+        self.check(&frame);
+        let p = self.base.as_ptr();
+        self.lending += 1;
+        // SAFETY: `check` proved the frame is ours and frames only span
+        // `addr..addr+len` inside one chunk of the mapping. The frame token
+        // is unique and moved in here, so while `f` runs no `Frame` for
+        // this chunk exists: no safe path through `&mut Umem` (`data`,
+        // `data_mut`, `room_mut`, all of which take a `Frame`) reaches
+        // these bytes, the free list does not hold the chunk (so `alloc`
+        // cannot hand it out), and the kernel does not own it (not on a
+        // fill or TX ring, so no RX descriptor can name it). The slice and
+        // `&mut self` therefore never alias. The slice cannot escape `f`
+        // (`R` does not borrow from it), and the mapping outlives it: even
+        // if `f` swaps `*self` for another `Umem` and drops this one,
+        // `lending` makes `Drop` leak the mapping instead of unmapping it.
+        let pkt =
+            unsafe { std::slice::from_raw_parts_mut(p.add(frame.addr as usize), frame.len()) };
+        let r = f(pkt, self);
+        self.lending = self.lending.saturating_sub(1);
+        (frame, r)
     }
 
     /// Everything from the packet start to the end of its chunk, for
@@ -428,8 +470,12 @@ impl Drop for Umem {
         // sockets are still open the kernel keeps the pages pinned, so it
         // never writes to memory that went back to the allocator.
         self.xsk = None;
+        if self.lending != 0 {
+            // A lent slice may still point into the mapping (see `lend`).
+            return;
+        }
         // SAFETY: `base`/`size` are exactly the mapping made in `new`, and
-        // no references into it outlive `&mut self`.
+        // no references into it outlive `&mut self` (`lending` is 0).
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.size);
         }
@@ -516,5 +562,43 @@ mod tests {
         let b = umem(2);
         let f = a.alloc().unwrap();
         let _ = b.data(&f);
+    }
+
+    /// `lend` gives the packet and the Umem at once: other frames can be
+    /// allocated and written meanwhile, edits to the lent bytes stay.
+    #[test]
+    fn lend_packet_and_umem_together() {
+        let mut u = umem(8);
+        let mut f = u.alloc().unwrap();
+        u.set_len(&mut f, 4).unwrap();
+        u.data_mut(&f).copy_from_slice(&[1, 2, 3, 4]);
+        let (f, copy) = u.lend(f, |pkt, u| {
+            let mut c = u.alloc().unwrap();
+            u.set_len(&mut c, pkt.len()).unwrap();
+            u.data_mut(&c).copy_from_slice(pkt);
+            pkt[0] = 9;
+            c
+        });
+        assert_eq!(u.data(&f), &[9, 2, 3, 4]);
+        assert_eq!(u.data(&copy), &[1, 2, 3, 4]);
+        u.free(f);
+        u.free(copy);
+        assert_eq!(u.free_count(), 8);
+        assert_eq!(u.lending, 0);
+    }
+
+    /// A closure that swaps the lent `Umem` out and drops it must not free
+    /// the memory under the lent slice: the mapping is leaked instead.
+    #[test]
+    fn lend_survives_the_umem_being_swapped_and_dropped() {
+        let mut u = umem(8);
+        let mut f = u.alloc().unwrap();
+        u.set_len(&mut f, 4).unwrap();
+        let (f, ()) = u.lend(f, |pkt, u| {
+            drop(std::mem::replace(u, umem(8)));
+            pkt.fill(7); // would fault if the mapping had been unmapped
+        });
+        // The frame belongs to the Umem that was dropped (leaked).
+        assert_ne!(f.umem, u.id());
     }
 }

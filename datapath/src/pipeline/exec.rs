@@ -69,6 +69,16 @@ pub trait Sink {
     /// Transmit `pkt` on OpenFlow port `port`.
     fn output(&mut self, port: u32, pkt: &[u8]);
 
+    /// Transmit `pkt` on `port` where nothing uses the packet's bytes
+    /// after this output: the last action of a pass that runs on the
+    /// packet's own buffer (a pass is only ever continued by a
+    /// recirculation that is its last action; forks run on copies). A sink
+    /// that owns that buffer may send it as is instead of copying it (the
+    /// worker transmits the received frame). Default: [`Sink::output`].
+    fn output_last(&mut self, port: u32, pkt: &[u8]) {
+        self.output(port, pkt)
+    }
+
     /// Transmit `pkt`, the datapath's own answer to a REJECT, on `port`
     /// (the request's in_port). Transmitted like any output unless the sink
     /// wants to tell them apart (`replay` marks them).
@@ -349,7 +359,11 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 }
                 DpAction::Output(port) => {
                     self.stats.tx += 1;
-                    sink.output(*port, pkt);
+                    if ai == n_actions {
+                        sink.output_last(*port, pkt);
+                    } else {
+                        sink.output(*port, pkt);
+                    }
                 }
                 DpAction::Punt => {
                     self.stats.punts += 1;
@@ -530,6 +544,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 break None;
             }
             let mut next = false;
+            let last = x.actions.len();
             for (ai, a) in x.actions.iter().enumerate() {
                 match a {
                     DpAction::Set { from, to } => {
@@ -549,7 +564,13 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         }
                         shadow.check(pkt);
                         self.stats.tx += 1;
-                        sink.output(*port, pkt);
+                        // The step's last action: a chain recirculates only
+                        // as a step's last action, so no later step runs.
+                        if ai + 1 == last {
+                            sink.output_last(*port, pkt);
+                        } else {
+                            sink.output(*port, pkt);
+                        }
                     }
                     DpAction::Punt => {
                         self.stats.punts += 1;
