@@ -21,7 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::classifier::FlowIdx;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink, TracePass};
 use crate::pipeline::learn::LearnStore;
-use crate::pipeline::stats::{FlowStat, RuleStats, merge};
+use crate::pipeline::stats::{FlowStat, FlowTimes, RuleStats, merge};
 use crate::reject::Answer;
 
 /// Port names and numbers of a replay.
@@ -301,6 +301,10 @@ pub struct Replayer<'a> {
     scratch: Scratch,
     /// Per-flow counts of earlier learned-flow generations.
     rule_stats: RuleStats,
+    /// The static flows in force: `pipeline`'s, less those expired.
+    base: Pipeline,
+    /// When the static flows were added and modified (their timeouts).
+    times: FlowTimes,
 }
 
 impl<'a> Replayer<'a> {
@@ -318,6 +322,8 @@ impl<'a> Replayer<'a> {
             cache: None,
             scratch: Scratch::default(),
             rule_stats: RuleStats::new(pipeline),
+            base: pipeline.clone(),
+            times: FlowTimes::new(pipeline, REPLAY_EPOCH_MS),
         }
     }
 
@@ -337,6 +343,7 @@ impl<'a> Replayer<'a> {
     ) -> StepResult {
         match step {
             Step::Packet { port, bytes } => {
+                self.expire_static();
                 let in_port = self.ports.resolve(port).unwrap_or(0);
                 let mut pkt = bytes.clone();
                 let mut sink = ReplaySink::default();
@@ -365,6 +372,7 @@ impl<'a> Replayer<'a> {
             Step::Warp(ms) => {
                 self.now_ms += ms;
                 self.apply_learned();
+                self.expire_static();
                 StepResult::Cmd {
                     index,
                     cmd: "warp",
@@ -382,6 +390,7 @@ impl<'a> Replayer<'a> {
                 }
             }
             Step::Flows(table) => {
+                self.expire_static();
                 let mut flows: Vec<crate::pipeline::ir::Flow> = self
                     .current
                     .all_flows()
@@ -440,11 +449,35 @@ impl<'a> Replayer<'a> {
         if changed {
             let counts = self.take_rule_counts();
             self.rule_stats.add_indexed(&self.current, counts);
-            self.current = self.pipeline.with_learned(self.learned.snapshot());
+            self.current = self.base.with_learned(self.learned.snapshot());
             self.rule_stats.rebase(&self.current);
             if let Some(c) = self.cache.as_mut() {
                 c.clear();
             }
+        }
+    }
+
+    /// Remove the static flows whose idle or hard timeout passed (as
+    /// OVS's `rule_expire`, which runs after each revalidator dump; here
+    /// before each packet and after each warp).
+    fn expire_static(&mut self) {
+        if self.base.timed.is_empty() {
+            return;
+        }
+        let dead = self
+            .times
+            .expired(&self.current, &self.flow_counts(), self.now_ms);
+        if dead.is_empty() {
+            return;
+        }
+        let counts = self.take_rule_counts();
+        self.rule_stats.add_indexed(&self.current, counts);
+        self.base = self.base.without(&dead);
+        self.current = self.base.with_learned(self.learned.snapshot());
+        self.times = self.times.rebase(&self.current, self.now_ms);
+        self.rule_stats.rebase(&self.current);
+        if let Some(c) = self.cache.as_mut() {
+            c.clear();
         }
     }
 

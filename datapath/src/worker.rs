@@ -204,6 +204,20 @@ impl PipelineCell {
         t.restart(self.learn_now(), added);
     }
 
+    /// The static flows of `p` whose idle or hard timeout passed, given
+    /// the workers' per-flow `counts` ([`crate::pipeline::stats::merge`]).
+    pub fn expired_flows(
+        &self,
+        p: &Pipeline,
+        counts: &std::collections::HashMap<
+            crate::pipeline::classifier::FlowIdx,
+            (crate::pipeline::stats::FlowStat, Option<u64>),
+        >,
+    ) -> Vec<crate::pipeline::classifier::FlowIdx> {
+        let t = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        t.expired(p, counts, self.learn_now())
+    }
+
     /// (created, modified) of static flow `idx` of `p` on the learner
     /// clock, if `p`'s flows are the current ones.
     pub fn flow_times(

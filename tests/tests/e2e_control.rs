@@ -2,7 +2,8 @@
 //! CLI against the namespace cluster while real TCP flows: `add-flow`
 //! changes forwarding, `del-flows cookie=V/M` undoes it, `dump-flows` shows
 //! the flow in `ovs-ofctl` form (with `--stats`, its counters, which
-//! survive replace-flows and reload as in OVS), `dump-conntrack` shows the
+//! survive replace-flows and reload as in OVS; a `hard_timeout` flow
+//! expires), `dump-conntrack` shows the
 //! connections a curl left, `flush-conntrack` empties them, `--json`
 //! parses.
 
@@ -197,6 +198,26 @@ fn control_socket_drives_the_running_node() {
     );
     assert!(!good && out.contains("tp_dst"), "{out}");
     assert_eq!(ok(&sock, &["dump-flows"]), before);
+
+    // A flow with a hard_timeout goes by itself (the expiry thread), idle
+    // or not.
+    ok(
+        &sock,
+        &[
+            "add-flow",
+            "table=0,priority=999,cookie=0xbad2,hard_timeout=1,udp,tp_dst=9,actions=drop",
+        ],
+    );
+    assert!(ok(&sock, &["dump-flows", "0"]).contains("cookie=0xbad2, hard_timeout=1,"));
+    let t = std::time::Instant::now();
+    while ok(&sock, &["dump-flows"]) != before {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "hard_timeout=1 flow still there after 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("hard_timeout=1 flow expired after {:?}", t.elapsed());
 
     let (code, _) = fp.terminate();
     assert_eq!(code, Some(0));

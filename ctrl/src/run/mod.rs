@@ -76,6 +76,8 @@ pub struct Node {
     threads: Vec<JoinHandle<WorkerStats>>,
     /// Applies `learn` events and expires learned flows.
     learner: Option<JoinHandle<()>>,
+    /// Expires static flows with timeouts ([`NodeHandle::expire_flows`]).
+    expirer: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
     programs: Vec<Arc<XdpProgram>>,
 }
 
@@ -268,6 +270,29 @@ impl NodeHandle {
             })
             .collect();
         Ok(merge_flow_stats(p, &reports))
+    }
+
+    /// Remove the static flows whose `idle_timeout` or `hard_timeout`
+    /// passed (OVS's `rule_expire`; learned flows expire in the learner).
+    /// Returns how many went. Costs nothing while no flow has a timeout;
+    /// otherwise every worker reports its per-flow counters.
+    pub fn expire_flows(&self) -> anyhow::Result<usize> {
+        let p = self.pipeline();
+        if p.timed.is_empty() {
+            return Ok(0);
+        }
+        let counts = self.flow_stats(&p)?;
+        let dead = self.cell.expired_flows(&p, &counts);
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        // Only if no edit replaced the flows meanwhile (then next round).
+        self.edit(|cur| {
+            anyhow::ensure!(Arc::ptr_eq(&cur.flows, &p.flows), "flows changed");
+            Ok(cur.without(&dead))
+        })
+        .map(|_| dead.len())
+        .or(Ok(0))
     }
 
     /// (added, modified) of static flow `idx` of `p`, on the learner clock.
@@ -523,16 +548,19 @@ impl Node {
             controls.push(ctl);
             threads.push(t);
         }
+        let handle = Arc::new(NodeHandle {
+            cfg,
+            cell,
+            controls,
+            edit: Mutex::new(()),
+            compiled: Mutex::new(compiled),
+        });
+        let expirer = spawn_expirer(handle.clone()).context("spawn the flow expiry thread")?;
         Ok(Node {
-            handle: Arc::new(NodeHandle {
-                cfg,
-                cell,
-                controls,
-                edit: Mutex::new(()),
-                compiled: Mutex::new(compiled),
-            }),
+            handle,
             threads,
             learner: Some(learner),
+            expirer: Some(expirer),
             programs: programs.into_iter().map(|(_, p)| p).collect(),
         })
     }
@@ -565,6 +593,11 @@ impl Node {
     /// Stop and join the workers, then detach the XDP programs. Returns the
     /// final counters.
     pub fn stop(mut self) -> Vec<WorkerStats> {
+        if let Some((stop, t)) = self.expirer.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            t.thread().unpark();
+            let _ = t.join();
+        }
         self.handle.cell.stop_learner();
         if let Some(l) = self.learner.take() {
             let _ = l.join();
@@ -582,6 +615,32 @@ impl Node {
         drop(self.programs);
         out
     }
+}
+
+/// How often static flows' timeouts are checked (OVS checks after each
+/// revalidator dump, about every 500 ms).
+const EXPIRY_PERIOD: Duration = Duration::from_millis(500);
+
+/// The thread that expires static flows with timeouts until its flag is
+/// set.
+fn spawn_expirer(
+    handle: Arc<NodeHandle>,
+) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::Builder::new()
+        .name("fp-expire".into())
+        .spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::park_timeout(EXPIRY_PERIOD);
+                if let Ok(n) = handle.expire_flows()
+                    && n > 0
+                {
+                    eprintln!("flowpath run: {n} flow(s) expired (idle_timeout/hard_timeout)");
+                }
+            }
+        })?;
+    Ok((stop, t))
 }
 
 fn open_capture(p: &PortConfig, index: usize, queue: u32) -> anyhow::Result<Option<Capture>> {

@@ -44,6 +44,9 @@ pub struct Pipeline {
     /// The static flows by OVS's rule identity (table, priority, match):
     /// indices into `flows`, hashed with [`Pipeline::identity_hash`].
     index: Arc<hashbrown::HashTable<FlowIdx>>,
+    /// Static flows with an `idle_timeout` or `hard_timeout`
+    /// ([`stats::FlowTimes::expired`]).
+    pub timed: Arc<Vec<FlowIdx>>,
 }
 
 impl Pipeline {
@@ -83,11 +86,18 @@ impl Pipeline {
             })
             .collect();
         let groups = groups.into_iter().map(|g| (g.id, g)).collect();
+        let timed = flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.idle_timeout != 0 || f.hard_timeout != 0)
+            .map(|(i, _)| i as FlowIdx)
+            .collect();
         Pipeline {
             flows: Arc::new(flows),
             tables: Arc::new(tables),
             groups: Arc::new(groups),
             learned: Arc::default(),
+            timed: Arc::new(timed),
             index: Arc::new(index),
         }
     }
@@ -110,6 +120,20 @@ impl Pipeline {
                 f.table == table && f.priority == priority && f.matches == *m
             })
             .copied()
+    }
+
+    /// This pipeline without static flows `dead` (expired), learned flows
+    /// kept.
+    pub fn without(&self, dead: &[FlowIdx]) -> Pipeline {
+        let flows = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !dead.contains(&(*i as FlowIdx)))
+            .map(|(_, f)| f.clone())
+            .collect();
+        let groups = self.groups.values().cloned().collect();
+        Pipeline::new(flows, groups).with_learned(self.learned.clone())
     }
 
     /// This pipeline with `learned` as its learned flows.

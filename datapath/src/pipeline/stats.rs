@@ -212,6 +212,38 @@ impl FlowTimes {
         }
     }
 
+    /// The static flows of `p` whose timeout passed at `now_ms`, given the
+    /// workers' `counts` ([`merge`]), as OVS's `rule_expire` decides: a hard
+    /// timeout counts from the flow's last modification, an idle timeout
+    /// from its last use (a flow never used counts as used when modified).
+    /// Empty unless these times are for `p`.
+    pub fn expired(
+        &self,
+        p: &Pipeline,
+        counts: &std::collections::HashMap<FlowIdx, (FlowStat, Option<u64>)>,
+        now_ms: u64,
+    ) -> Vec<FlowIdx> {
+        if !Arc::ptr_eq(&self.p.flows, &p.flows) {
+            return Vec::new();
+        }
+        p.timed
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let f = &p.flows[i as usize];
+                let since_modified = now_ms.saturating_sub(self.modified[i as usize]);
+                if f.hard_timeout != 0 && since_modified > u64::from(f.hard_timeout) * 1000 {
+                    return true;
+                }
+                let idle = counts
+                    .get(&i)
+                    .and_then(|c| c.1)
+                    .map_or(since_modified, |u| u.min(since_modified));
+                f.idle_timeout != 0 && idle > u64::from(f.idle_timeout) * 1000
+            })
+            .collect()
+    }
+
     /// (created, modified) of static flow `idx` if these times are for `p`.
     pub fn get(&self, p: &Pipeline, idx: FlowIdx) -> Option<(u64, u64)> {
         if !Arc::ptr_eq(&self.p.flows, &p.flows) {
