@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! xdp_fwd <if_a> <if_b> [--mode auto|native|skb] [--zero-copy auto|on|off]
-//!         [--queue Q] [--secs S] [--netns NS]
+//!         [--queue Q] [--secs S] [--netns NS] [--yield-us U]
 //! ```
+//!
+//! `--yield-us U`: sleep U µs after every 16·U µs of polling, as
+//! flowpath's workers do with `yield_us` (a SCHED_FIFO poller on a core
+//! shared with other threads; see `datapath::worker::WorkerConfig`).
 //!
 //! Frames received on A are posted on B's TX ring without copying (both
 //! sockets share the UMEM) and vice versa; frames B cannot take are
@@ -23,6 +27,7 @@ struct Args {
     queue: u32,
     secs: Option<u64>,
     netns: Option<String>,
+    yield_us: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -36,6 +41,7 @@ fn parse() -> Result<Args, String> {
         queue: 0,
         secs: None,
         netns: None,
+        yield_us: 0,
     };
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
@@ -52,6 +58,9 @@ fn parse() -> Result<Args, String> {
             "--queue" => args.queue = val()?.parse().map_err(|e| format!("--queue: {e}"))?,
             "--secs" => args.secs = Some(val()?.parse().map_err(|e| format!("--secs: {e}"))?),
             "--netns" => args.netns = Some(val()?),
+            "--yield-us" => {
+                args.yield_us = val()?.parse().map_err(|e| format!("--yield-us: {e}"))?
+            }
             _ if a.starts_with('-') => return Err(format!("unknown option {a}")),
             _ => pos.push(a),
         }
@@ -104,6 +113,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (mut fwd, mut dropped) = (0u64, 0u64);
     let start = Instant::now();
     let mut tick = start;
+    let yield_for = Duration::from_micros(args.yield_us);
+    let mut awake_since = start;
     let mut last = 0u64;
     let (mut best, mut sum, mut secs) = (0f64, 0f64, 0u32);
     loop {
@@ -121,8 +132,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         // Reading the clock every iteration costs more than an empty poll.
         iter = iter.wrapping_add(1);
-        if !iter.is_multiple_of(1024) {
-            continue;
+        if yield_for.is_zero() {
+            if !iter.is_multiple_of(1024) {
+                continue;
+            }
+        } else {
+            if !iter.is_multiple_of(64) {
+                continue;
+            }
+            let now = Instant::now();
+            if now.duration_since(awake_since) >= yield_for * datapath::worker::YIELD_RATIO {
+                std::thread::sleep(yield_for);
+                awake_since = Instant::now();
+            }
+            if !iter.is_multiple_of(1024) {
+                continue;
+            }
         }
         let now = Instant::now();
         if now.duration_since(tick) >= Duration::from_secs(1) {

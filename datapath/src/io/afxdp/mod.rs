@@ -103,8 +103,8 @@ impl Default for AfXdpConfig {
     fn default() -> Self {
         AfXdpConfig {
             queue: 0,
-            ring_size: 1024,
-            fill_size: 1024,
+            ring_size: 2048,
+            fill_size: 2048,
             zero_copy: ZeroCopy::Auto,
             need_wakeup: true,
         }
