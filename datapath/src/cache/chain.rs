@@ -111,6 +111,18 @@ impl CtExpect {
         }
     }
 
+    /// Whether conntrack metadata `md` and rewrite `rw` are this answer
+    /// (`CtExpect::new(md, rw) == *self`, without building one).
+    #[inline]
+    pub fn matches(&self, md: &PktCtMeta, rw: &Option<Rewrite>) -> bool {
+        self.state == md.state
+            && self.zone == md.zone
+            && self.mark == md.mark
+            && self.label == md.label
+            && self.orig == md.orig
+            && self.rewrite == *rw
+    }
+
     /// The NAT rewrite conntrack applied.
     #[inline]
     pub fn rewrite(&self) -> Option<Rewrite> {

@@ -590,7 +590,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         // Inlined `Self::run_ct` (it borrows all of `self`, and
                         // `cache` is borrowed here).
                         let at = match recirc {
-                            Some(_) => steps.get(step + 1).map(|s| s.ct),
+                            Some(_) => steps.get(step + 1).map(|s| &s.ct),
                             None => None,
                         };
                         let rw = if ipv4 {
@@ -606,20 +606,17 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                                 (Some(p), false, _) => extract::refresh_ct_packet(pkt, layout, p),
                                 _ => false,
                             };
-                            let p = match cp {
-                                Some(p) if fresh => p,
-                                _ => {
-                                    let mut p = extract::ct_packet(pkt, layout);
-                                    if let (true, Some(at)) = (prog.is_some(), at) {
-                                        p.tuple = at.tuple;
-                                    }
-                                    *cp.insert(p)
+                            if !fresh {
+                                let p = cp.insert(extract::ct_packet(pkt, layout));
+                                if let (true, Some(at)) = (prog.is_some(), at) {
+                                    p.tuple = at.tuple;
                                 }
-                            };
-                            shadow.ct_tuple(layout, &p);
-                            debug_assert!(prog.is_some() || p == extract::ct_packet(pkt, layout));
+                            }
+                            let p = cp.as_ref().expect("parsed above");
+                            shadow.ct_tuple(layout, p);
+                            debug_assert!(prog.is_some() || *p == extract::ct_packet(pkt, layout));
                             let hint = at.and_then(|a| a.hint);
-                            let res = self.ct.execute_hinted(&p, &mut md, call, self.now_ms, hint);
+                            let res = self.ct.execute_hinted(p, &mut md, call, self.now_ms, hint);
                             if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
                                 self.stats.drops.bump(DropReason::CtNatExhausted);
                                 break 'passes None;
@@ -648,7 +645,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             // A recorded chain never forks, so this is the
                             // pass's last action.
                             match steps.get(step + 1) {
-                                Some(s) if s.expect == CtExpect::new(&md, rw) => next = true,
+                                Some(s) if s.expect.matches(&md, &rw) => next = true,
                                 _ => {
                                     if prog.is_some() {
                                         catch_up(pkt, layout, cache, steps, synced, (step, ai));

@@ -47,10 +47,11 @@ pub fn sum(initial: u32, data: &[u8]) -> u32 {
 /// Fold a partial sum to 16 bits with end-around carry (not complemented).
 #[inline]
 pub fn fold(partial: u32) -> u16 {
-    let mut s = partial;
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
+    // Two end-around carries always suffice for 32 bits: the first leaves
+    // at most 0x1fffe, the second at most 0xffff (a third would change
+    // nothing).
+    let s = (partial & 0xffff) + (partial >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     s as u16
 }
 
@@ -157,6 +158,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fold_is_the_end_around_carry_loop(x in prop_oneof![any::<u32>(), 0xfff0_0000u32..]) {
+            let mut s = x;
+            while s >> 16 != 0 {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            prop_assert_eq!(fold(x), s as u16);
+        }
+
         #[test]
         fn wide_sum_folds_as_the_word_sum(
             initial in prop_oneof![Just(0u32), any::<u32>()],
