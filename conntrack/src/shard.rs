@@ -459,6 +459,7 @@ impl Shard {
 
     /// OVS `process_one`.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn process(
         &mut self,
         pkt: &CtPacket,
@@ -614,6 +615,7 @@ impl Shard {
 
     /// OVS `conn_update_state`. Returns whether a new connection must be
     /// created (the old one was closed and force-expired).
+    #[inline]
     fn update_state(
         &mut self,
         pkt: &CtPacket,
@@ -885,6 +887,7 @@ impl Shard {
     /// reply key, the reply direction back towards the original key. An
     /// ICMP error's outer header changes addresses only; its quoted packet
     /// (travelling the other way) is translated the opposite way.
+    #[inline]
     fn nat_packet(
         &self,
         pkt: &CtPacket,
