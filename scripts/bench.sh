@@ -46,9 +46,9 @@
 #   sudo QUICK=1 scripts/bench.sh    1 round, 1 and 1,000 flows, short trials: ~2 min
 # Knobs (env): SECS ROUNDS FLOWS SYSTEMS CONN_SYSTEMS (empty: skip part 2)
 # TRIAL STEPS LOSS_PPM (STEPS=0: no zero-loss search) CONN_SECS OUT NO_BUILD
-# flowpath's node.toml: IDLE_SLEEP_US (0) IDLE_POLLS (256) YIELD_US (60, also
-# xdp_fwd's --yield-us; 0: never yield) RING (2048: AF_XDP ring and fill ring
-# sizes, as OVS's and xdp_fwd's)
+# flowpath's node.toml: IDLE_SLEEP_US (0) IDLE_POLLS (256) YIELD_US (0: never;
+# also xdp_fwd's --yield-us) RING (2048: AF_XDP ring and fill ring sizes, as
+# OVS's and xdp_fwd's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${QUICK:-}" ]; then
@@ -63,7 +63,7 @@ TRIAL=${TRIAL:-0.5}
 STEPS=${STEPS:-6}
 LOSS_PPM=${LOSS_PPM:-0}
 RETRY=${RETRY:-1}
-YIELD_US=${YIELD_US:-60}
+YIELD_US=${YIELD_US:-0}
 CONN_SECS=${CONN_SECS:-3}
 OUT=${OUT:-target/bench}
 R=${CARGO_TARGET_DIR:-target}/release
@@ -105,11 +105,13 @@ topo_down() {
 # than ~80 kpps: the zero-loss search below repeats a failed trial once
 # (RETRY=1) and pauses between trials to live with that. SCHED=nice runs
 # them at nice -20 instead (then cgroup weights share the CPU with others).
-# flowpath's worker and xdp_fwd hand that CPU time out in slices instead
-# (YIELD_US=60: sleep 60 us after every ~1 ms of polling, ~6% of the core):
-# measured on this VM with other builds running, the longest gap between
-# the worker's polls went from 55-92 ms to 7-12 ms (`flowpath stats`, poll
-# gaps). OVS's PMD has no such knob and keeps the 50 ms blocks.
+# With YIELD_US=60 flowpath's worker and xdp_fwd hand that CPU time out in
+# slices instead (sleep 60 us after every ~1 ms of polling, ~6% of the
+# core): on this VM with other builds running, the longest gap between the
+# worker's polls went from 55-92 ms to 8-14 ms (`flowpath stats`, poll
+# gaps), at some cost in capacity near saturation (bench/results/
+# veth-2026-11-21-io.txt). On a quiet machine leave it at 0. OVS's PMD has
+# no such knob and keeps the 50 ms blocks.
 case ${SCHED:-fifo} in
   nice) PRIO="nice -n -20"; prio_tid() { renice -n -20 -p "$1" >/dev/null; } ;;
   *) PRIO="chrt -f 10"; prio_tid() { chrt -f -p 10 "$1"; } ;;
