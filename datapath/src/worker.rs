@@ -427,6 +427,8 @@ pub struct WorkerConfig {
     pub id: usize,
     /// Megaflow cache capacity.
     pub cache_capacity: usize,
+    /// Chain cache capacity (0: off).
+    pub chain_capacity: usize,
     /// Exact-match front cache on or off.
     pub emc: bool,
     /// Sleep this long after `idle_polls` empty polls in a row (zero: spin).
@@ -453,6 +455,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             id: 0,
             cache_capacity: 65536,
+            chain_capacity: 131_072,
             emc: true,
             idle_sleep: Duration::from_micros(50),
             idle_polls: 256,
@@ -727,7 +730,8 @@ impl Worker {
     ) -> Worker {
         let pipeline = cell.load();
         let generation = cell.generation();
-        let mut cache = MegaflowCache::new(cfg.cache_capacity, cfg.emc);
+        let mut cache =
+            MegaflowCache::new(cfg.cache_capacity, cfg.emc).with_chain_capacity(cfg.chain_capacity);
         cache.sync_generation(generation);
         // Starting empty is not a flush.
         cache.stats.flushes = 0;

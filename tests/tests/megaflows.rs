@@ -137,7 +137,7 @@ fn flowpath_megaflows(n: u32) -> Vec<(FlowKey, FlowKey)> {
         pkt(&mut r, "uplink", client(i));
     }
     let c = r.cache.as_ref().unwrap();
-    c.megaflows().map(|(k, m, _)| (k, m)).collect()
+    c.megaflows().map(|m| (m.key, m.mask)).collect()
 }
 
 /// The header part of an OVS datapath flow's mask, in a form both sides

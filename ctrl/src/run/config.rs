@@ -8,7 +8,8 @@
 //! cores = [0, 1]                 # optional: worker i runs pinned on cores[i] (default: i mod CPUs)
 //!
 //! [cache]
-//! megaflows = 65536              # per worker
+//! megaflows = 65536              # per worker (idle ones evicted when full)
+//! chains = 131072                # whole-walk chains per worker (0: off)
 //! emc = true
 //!
 //! [conntrack]
@@ -131,6 +132,11 @@ pub struct PortConfig {
 /// poll wait in the RX ring: 2048 slots hold ~7 ms at 300 kpps.
 pub const DEFAULT_RING: u32 = 2048;
 
+/// Chains per worker by default: two per megaflow slot, so one worker keeps
+/// a whole-walk chain for each direction of ~65,000 connections (about
+/// 900 bytes each, allocated as they are recorded).
+pub const DEFAULT_CHAINS: usize = 131_072;
+
 /// Where `flowpath run` serves its control socket unless `control_socket`
 /// says otherwise, and where the CLI looks for it.
 pub const DEFAULT_SOCKET: &str = "/run/flowpath/flowpath.sock";
@@ -156,6 +162,8 @@ pub struct RunConfig {
     pub cores: Option<Vec<usize>>,
     /// Megaflows per worker.
     pub cache_megaflows: usize,
+    /// Chains (whole-walk replays) per worker; 0 turns them off.
+    pub cache_chains: usize,
     /// Exact-match cache on.
     pub emc: bool,
     /// Conntrack connections per worker.
@@ -238,6 +246,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawCache {
     megaflows: Option<Spanned<usize>>,
+    chains: Option<usize>,
     emc: Option<bool>,
 }
 
@@ -737,6 +746,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunConfig, ConfigError> {
         workers,
         cores,
         cache_megaflows,
+        cache_chains: raw.cache.chains.unwrap_or(DEFAULT_CHAINS),
         emc: raw.cache.emc.unwrap_or(true),
         ct_capacity,
         tcp_seq_check: raw.conntrack.tcp_seq_check.unwrap_or(true),

@@ -516,6 +516,7 @@ impl Node {
                 WorkerConfig {
                     id: w,
                     cache_capacity: cfg.cache_megaflows,
+                    chain_capacity: cfg.cache_chains,
                     emc: cfg.emc,
                     idle_sleep: Duration::from_micros(cfg.idle_sleep_us),
                     idle_polls: cfg.idle_polls,

@@ -62,6 +62,8 @@ fn worker_json(s: &WorkerStats) -> Value {
             "chain_diverged": s.cache.chain_diverged,
             "misses": s.cache.misses, "upcalls": s.cache.misses,
             "inserts": s.cache.inserts, "flushes": s.cache.flushes,
+            "evictions": s.cache.evictions, "chain_stale": s.cache.chain_stale,
+            "chain_evictions": s.cache.chain_evictions,
             "entries": s.cache_entries, "masks": s.cache_masks,
             "hit_rate": hit_rate(hits, s.cache.misses),
         },
@@ -143,7 +145,7 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
         );
         let _ = writeln!(
             o,
-            "  cache: hits {} (emc {}, megaflow {}, chain {} in {} packets), misses/upcalls {}, hit rate {:.1}%, {} megaflows, {} masks, {} flushes",
+            "  cache: hits {} (emc {}, megaflow {}, chain {} in {} packets), misses/upcalls {}, hit rate {:.1}%, {} megaflows, {} masks, {} flushes, {} evictions",
             h,
             s.cache.emc_hits,
             s.cache.megaflow_hits,
@@ -153,7 +155,8 @@ pub fn to_text(workers: &[WorkerStats], generation: u64) -> String {
             hit_rate(h, s.cache.misses),
             s.cache_entries,
             s.cache_masks,
-            s.cache.flushes
+            s.cache.flushes,
+            s.cache.evictions
         );
         let _ = writeln!(
             o,

@@ -52,28 +52,39 @@
 //! replay; recording costs a new connection ~4% of its instructions).
 //!
 //! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
-//! (one per worker) and refers to its entries by index, so it is cleared
-//! whenever the megaflow cache is (pipeline generation change, capacity).
-//! Eviction: at most `capacity` chains. When that many are live, new walks
-//! are simply not recorded: dropping them all would make a working set
-//! larger than the cache (100,000 established flows against 65,536 chains,
-//! visited round robin) record, overflow and drop forever without a single
-//! replay, whereas keeping them replays `capacity` of the connections. The
-//! steps of removed (diverged) chains stay in the arena; when it has no
-//! room left the chains are dropped and the arena starts over. Chains of
-//! connections that end without diverging go with the next megaflow flush
-//! (new connections' megaflows fill that cache and flush it with their
-//! chains).
+//! (one per worker) and refers to its entries by index and slot generation:
+//! a chain one of whose megaflows was evicted is stale, found so at lookup
+//! (one generation compare per pass) and dropped; a cache clear (pipeline
+//! generation change) drops every chain.
 //!
-//! Memory: one chain costs its key (168 bytes), a map slot and 112 bytes
-//! per pass, plus for a compiled chain 12 bytes per patch and 24 per
-//! changed 8-byte window (about 800 bytes for the four-pass NodePort walk
-//! of an established packet, compiled).
+//! Eviction: at most `capacity` chains, in a slab of slots indexed by key;
+//! their steps, patches and chunks live in three arenas. When the cache is
+//! full, an insert looks at up to [`super::SWEEP`] chains from a CLOCK
+//! hand and evicts the first one not replayed for [`CHAIN_IDLE_MS`]; if
+//! there is none, the walk is not recorded (and no sweep is tried again
+//! within the same millisecond). So chains of connections that ended make
+//! room for new ones after two idle seconds, while a working set of live
+//! connections larger than the cache keeps replaying `capacity` of them
+//! instead of evicting each chain just before its next use (100,000
+//! established flows visited round robin against 65,536 chains would
+//! otherwise never replay). Removed chains leave their ranges in the
+//! arenas; an arena that runs out of room is compacted (the live chains'
+//! ranges copied to the front), which the bounds (the most every live
+//! chain could need) make rare.
+//!
+//! Memory: one chain costs its key (168 bytes), a slot and an index entry
+//! (~30 bytes) and 128 bytes per pass, plus for a compiled chain 12 bytes
+//! per patch and 24 per changed 8-byte window (about 900 bytes for the
+//! four-pass NodePort walk of an established packet, compiled); the slab
+//! and arenas grow as chains are recorded, up to the capacity.
 //!
 //! [`MegaflowCache`]: super::MegaflowCache
 
+use std::cell::Cell;
+use std::hash::BuildHasher;
+
 use conntrack::{ConnHint, PktCtMeta, Rewrite, Tuple};
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::EntryIdx;
 use super::patch::{Chunk, MAX_HDR, Patch, Shape, Sim};
@@ -147,6 +158,8 @@ pub struct CtAt {
 pub struct ChainStep {
     /// Megaflow entry of the pass.
     pub entry: EntryIdx,
+    /// The entry's slot generation when recorded (stale once it moved).
+    pub sgen: u32,
     /// Conntrack's answer before the pass (unused for the first pass).
     pub expect: CtExpect,
     /// The `ct()` before the pass (unused for the first pass).
@@ -196,15 +209,16 @@ impl Recorder {
         self.start = Some((*layout, pkt.len()));
     }
 
-    /// A pass started on megaflow entry `entry`.
+    /// A pass started on megaflow entry `entry` (slot generation `sgen`).
     #[inline]
-    pub fn pass(&mut self, entry: EntryIdx) {
+    pub fn pass(&mut self, entry: EntryIdx, sgen: u32) {
         if self.len == MAX_PASSES {
             self.ok = false;
             return;
         }
         self.steps[self.len] = ChainStep {
             entry,
+            sgen,
             expect: self.pending,
             ct: self.pending_ct,
         };
@@ -225,7 +239,24 @@ struct ChainRef {
     /// Patches (`patches[p..p + n]`) and the shape they were cut for, when
     /// the chain's rewrites could be precomputed.
     prog: Option<(Shape, u32, u8)>,
+    /// The patches' chunks: `chunks[c..c + n]` (patches index into it).
+    chunks: (u32, u32),
 }
+
+/// One chain's slot.
+#[derive(Debug)]
+struct Slot {
+    key: FlowKey,
+    /// `None` for a free slot.
+    r: Option<ChainRef>,
+    /// The engine clock (ms) when it was recorded or last replayed.
+    used_ms: Cell<u64>,
+}
+
+/// A chain replayed within this long (ms) is never evicted: when the cache
+/// is full of such chains, new walks are not recorded (see the module
+/// doc).
+pub const CHAIN_IDLE_MS: u64 = 2_000;
 
 /// A recorded chain.
 #[derive(Debug, Clone, Copy)]
@@ -247,7 +278,7 @@ pub struct Prog<'a> {
     pub shape: Shape,
     /// The patches.
     pub patches: &'a [Patch],
-    /// The chunk arena the patches index.
+    /// The chain's chunks, which the patches index.
     pub chunks: &'a [Chunk],
 }
 
@@ -267,11 +298,23 @@ const MAX_PATCHES: usize = 8;
 /// The chains of one core.
 #[derive(Debug)]
 pub struct ChainCache {
-    map: HashMap<FlowKey, ChainRef>,
+    /// Slot indices, hashed by their slot's key.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
     steps: Vec<ChainStep>,
     patches: Vec<Patch>,
     chunks: Vec<Chunk>,
+    /// Chunks of the walk being compiled.
+    scratch: Vec<Chunk>,
     capacity: usize,
+    hand: usize,
+    /// After a sweep that found no idle chain, none is tried before this
+    /// (engine clock, ms): a refused walk costs nothing until time passes.
+    backoff_until: u64,
+    /// Chains evicted to make room.
+    pub evictions: u64,
 }
 
 impl ChainCache {
@@ -279,11 +322,18 @@ impl ChainCache {
     /// pass by pass through the megaflow cache).
     pub fn new(capacity: usize) -> ChainCache {
         ChainCache {
-            map: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             steps: Vec::new(),
             patches: Vec::new(),
             chunks: Vec::new(),
+            scratch: Vec::new(),
             capacity,
+            hand: 0,
+            backoff_until: 0,
+            evictions: 0,
         }
     }
 
@@ -292,72 +342,187 @@ impl ChainCache {
         self.capacity != 0
     }
 
+    /// The most chains it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Drop every chain.
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.index.clear();
+        self.slots.clear();
+        self.free_slots.clear();
         self.steps.clear();
         self.patches.clear();
         self.chunks.clear();
+        self.hand = 0;
     }
 
     /// Number of chains.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
-    /// The chain recorded for first-pass key `key`.
     #[inline]
-    pub fn lookup(&self, key: &FlowKey) -> Option<Chain<'_>> {
+    fn find(&self, key: &FlowKey) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        self.index
+            .find(h, |&s| self.slots[s as usize].key == *key)
+            .copied()
+    }
+
+    /// The chain recorded for first-pass key `key` (stamped as used at
+    /// `now_ms`).
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, now_ms: u64) -> Option<Chain<'_>> {
         if self.capacity == 0 {
             return None;
         }
-        let c = self.map.get(key)?;
+        let s = &self.slots[self.find(key)? as usize];
+        let c = s.r.as_ref()?;
+        s.used_ms.set(now_ms);
         Some(Chain {
             steps: &self.steps[c.start as usize..c.start as usize + c.len as usize],
             prog: c.prog.map(|(shape, p, n)| Prog {
                 shape,
                 patches: &self.patches[p as usize..p as usize + n as usize],
-                chunks: &self.chunks,
+                chunks: &self.chunks[c.chunks.0 as usize..(c.chunks.0 + c.chunks.1) as usize],
             }),
         })
     }
 
-    /// Record the walk `rec` for first-pass key `key`; `entries` are the
-    /// megaflow entries its steps name.
+    /// Free slot `s`: out of the index; its ranges stay in the arenas
+    /// until the next compaction.
+    fn free(&mut self, s: u32) {
+        let h = self.hasher.hash_one(self.slots[s as usize].key);
+        if let Ok(e) = self.index.find_entry(h, |&x| x == s) {
+            e.remove();
+        }
+        self.slots[s as usize].r = None;
+        self.free_slots.push(s);
+    }
+
+    /// Evict one chain idle for [`CHAIN_IDLE_MS`], looking at up to
+    /// [`super::SWEEP`] chains from the hand. `false` when none was found.
+    fn evict_idle(&mut self, now_ms: u64) -> bool {
+        let n = self.slots.len();
+        if self.index.is_empty() || now_ms < self.backoff_until {
+            return false;
+        }
+        for _ in 0..super::SWEEP.min(n) {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % n;
+            let s = &self.slots[i];
+            if s.r.is_none() || now_ms.saturating_sub(s.used_ms.get()) < CHAIN_IDLE_MS {
+                continue;
+            }
+            self.free(i as u32);
+            self.evictions += 1;
+            return true;
+        }
+        self.backoff_until = now_ms + 1;
+        false
+    }
+
+    /// Copy the live chains' ranges to the front of fresh arenas (cold:
+    /// only when an arena runs out of room).
     #[cold]
-    pub fn insert(&mut self, key: &FlowKey, rec: &Recorder, entries: &[Xlation]) {
+    fn compact(&mut self) {
+        let mut steps = Vec::with_capacity(self.steps.capacity());
+        let mut patches = Vec::with_capacity(self.patches.capacity());
+        let mut chunks = Vec::with_capacity(self.chunks.capacity());
+        for r in self.slots.iter_mut().filter_map(|s| s.r.as_mut()) {
+            let (a, n) = (r.start as usize, r.len as usize);
+            r.start = steps.len() as u32;
+            steps.extend_from_slice(&self.steps[a..a + n]);
+            if let Some((_, p, n)) = r.prog.as_mut() {
+                let a = *p as usize;
+                *p = patches.len() as u32;
+                patches.extend_from_slice(&self.patches[a..a + *n as usize]);
+            }
+            let (a, n) = (r.chunks.0 as usize, r.chunks.1 as usize);
+            r.chunks.0 = chunks.len() as u32;
+            chunks.extend_from_slice(&self.chunks[a..a + n]);
+        }
+        self.steps = steps;
+        self.patches = patches;
+        self.chunks = chunks;
+    }
+
+    /// Whether the arenas have room for `steps` more steps and a compiled
+    /// chain's patches and chunks.
+    fn room(&self, steps: usize) -> bool {
+        let room = self.capacity * MAX_PASSES;
+        self.steps.len() + steps <= room
+            && self.patches.len() + MAX_PATCHES <= room
+            && self.chunks.len() + 4 * MAX_PATCHES <= 4 * room
+    }
+
+    /// Record the walk `rec` for first-pass key `key` at `now_ms`; `entry`
+    /// gives the megaflow entries its steps name. When full, an idle chain
+    /// is evicted; when every chain is busy, the walk is not recorded.
+    #[cold]
+    pub fn insert<'e>(
+        &mut self,
+        key: &FlowKey,
+        rec: &Recorder,
+        entry: &dyn Fn(EntryIdx) -> Option<&'e Xlation>,
+        now_ms: u64,
+    ) {
         let steps = rec.steps();
         if steps.is_empty() || self.capacity == 0 {
             return;
         }
-        if self.map.len() >= self.capacity {
-            // Full of live chains: keep them (see the module doc).
+        if let Some(s) = self.find(key) {
+            self.free(s);
+        }
+        if self.index.len() >= self.capacity && !self.evict_idle(now_ms) {
             return;
         }
-        let room = self.capacity * MAX_PASSES;
-        if self.steps.len() + steps.len() > room
-            || self.patches.len() > room
-            || self.chunks.len() > 4 * room
-        {
-            // The arenas are full of removed chains' steps: start over.
-            self.clear();
+        if !self.room(steps.len()) {
+            if self.index.is_empty() {
+                self.clear();
+            } else {
+                self.compact();
+            }
+            if !self.room(steps.len()) {
+                return;
+            }
         }
         let start = self.steps.len() as u32;
         self.steps.extend_from_slice(steps);
-        let prog = self.compile(rec, entries);
-        self.map.insert(
-            *key,
-            ChainRef {
+        let prog = self.compile(rec, entry);
+        let c0 = self.chunks.len() as u32;
+        self.chunks.extend_from_slice(&self.scratch);
+        let slot = Slot {
+            key: *key,
+            r: Some(ChainRef {
                 start,
                 len: steps.len() as u8,
                 prog,
-            },
-        );
+                chunks: (c0, self.scratch.len() as u32),
+            }),
+            used_ms: Cell::new(now_ms),
+        };
+        let s = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = slot;
+                s
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (index, hasher, slots) = (&mut self.index, &self.hasher, &self.slots);
+        index.insert_unique(hasher.hash_one(key), s, |&x| {
+            hasher.hash_one(slots[x as usize].key)
+        });
     }
 
     /// Precompute the byte patches of walk `rec` (see [`super::patch`]):
@@ -366,15 +531,22 @@ impl ChainCache {
     /// walks whose every `ct()` recirculates as its pass's last action
     /// (so that every rewrite conntrack made is one the replay checks) and
     /// whose packet has a patchable shape are compiled.
-    fn compile(&mut self, rec: &Recorder, entries: &[Xlation]) -> Option<(Shape, u32, u8)> {
+    fn compile<'e>(
+        &mut self,
+        rec: &Recorder,
+        entry: &dyn Fn(EntryIdx) -> Option<&'e Xlation>,
+    ) -> Option<(Shape, u32, u8)> {
+        // The chain's chunks are cut into `scratch` (indices from 0), then
+        // appended to the arena by the caller.
+        self.scratch.clear();
         let (layout, len) = rec.start?;
         let shape = Shape::of(&layout, len)?;
         let mut sim = Sim::new(shape, &layout, &rec.hdr)?;
-        let (p0, c0) = (self.patches.len(), self.chunks.len());
+        let p0 = self.patches.len();
         let steps = rec.steps();
         let mut ok = || -> Option<()> {
             for (s, st) in steps.iter().enumerate() {
-                let x = entries.get(st.entry as usize)?;
+                let x = entry(st.entry)?;
                 if x.error.is_some() {
                     break;
                 }
@@ -383,7 +555,7 @@ impl ChainCache {
                     match a {
                         DpAction::Set { from, to } => sim.commit(from, to),
                         DpAction::Output(_) | DpAction::Reject => {
-                            let p = sim.cut(&mut self.chunks)?;
+                            let p = sim.cut(&mut self.scratch)?;
                             self.patches.push(p);
                         }
                         DpAction::Ct {
@@ -398,7 +570,7 @@ impl ChainCache {
                     }
                 }
             }
-            let p = sim.cut(&mut self.chunks)?;
+            let p = sim.cut(&mut self.scratch)?;
             if !p.is_empty() {
                 self.patches.push(p);
             }
@@ -408,17 +580,18 @@ impl ChainCache {
             Some(()) => Some((shape, p0 as u32, (self.patches.len() - p0) as u8)),
             None => {
                 self.patches.truncate(p0);
-                self.chunks.truncate(c0);
+                self.scratch.clear();
                 None
             }
         }
     }
 
-    /// Forget the chain of `key` (its steps stay allocated until the next
-    /// clear).
+    /// Forget the chain of `key`.
     #[cold]
     pub fn remove(&mut self, key: &FlowKey) {
-        self.map.remove(key);
+        if let Some(s) = self.find(key) {
+            self.free(s);
+        }
     }
 }
 
@@ -435,46 +608,58 @@ mod tests {
     fn walk(entry: EntryIdx, passes: usize) -> Recorder {
         let mut r = Recorder::new(0);
         for _ in 0..passes {
-            r.pass(entry);
+            r.pass(entry, 0);
         }
         r
     }
 
     #[test]
     fn sizes_in_the_module_doc() {
-        assert_eq!(std::mem::size_of::<ChainStep>(), 112);
+        assert_eq!(std::mem::size_of::<ChainStep>(), 128);
         assert_eq!(std::mem::size_of::<Patch>(), 12);
         assert_eq!(std::mem::size_of::<Chunk>(), 24);
     }
 
-    #[test]
-    fn a_full_cache_keeps_its_chains() {
-        let mut c = ChainCache::new(2);
-        c.insert(&key(1), &walk(1, 4), &[]);
-        c.insert(&key(2), &walk(2, 4), &[]);
-        // A third connection while two are live: not recorded, and the
-        // two recorded ones still replay (a clear here would thrash).
-        c.insert(&key(3), &walk(3, 4), &[]);
-        assert_eq!(c.len(), 2);
-        assert!(c.lookup(&key(3)).is_none());
-        assert_eq!(c.lookup(&key(1)).unwrap().steps[0].entry, 1);
-        assert_eq!(c.lookup(&key(2)).unwrap().steps[0].entry, 2);
-        // A diverged chain frees its slot for the next walk.
-        c.remove(&key(1));
-        c.insert(&key(3), &walk(3, 4), &[]);
-        assert_eq!(c.lookup(&key(3)).unwrap().steps.len(), 4);
-        assert_eq!(c.lookup(&key(2)).unwrap().steps[0].entry, 2);
+    fn none(_: EntryIdx) -> Option<&'static Xlation> {
+        None
     }
 
     #[test]
-    fn removed_chains_steps_are_reclaimed_by_starting_over() {
+    fn a_full_cache_evicts_an_idle_chain_and_keeps_busy_ones() {
         let mut c = ChainCache::new(2);
-        // Churn: every chain diverges, the arena fills with dead steps and
-        // is started over; recording never stops.
+        c.insert(&key(1), &walk(1, 4), &none, 0);
+        c.insert(&key(2), &walk(2, 4), &none, 0);
+        // Both replayed recently: a third walk is not recorded.
+        assert!(c.lookup(&key(1), 1_000).is_some());
+        c.insert(&key(3), &walk(3, 4), &none, 1_500);
+        assert!(c.lookup(&key(3), 1_500).is_none(), "no idle chain to evict");
+        assert_eq!(c.len(), 2);
+        // Connection 1 keeps replaying; 2 went quiet for CHAIN_IDLE_MS.
+        assert!(c.lookup(&key(1), 2_500).is_some());
+        c.insert(&key(3), &walk(3, 4), &none, 2_600);
+        assert_eq!(c.evictions, 1);
+        assert!(
+            c.lookup(&key(2), 2_600).is_none(),
+            "the idle chain made room"
+        );
+        assert_eq!(c.lookup(&key(1), 2_600).unwrap().steps[0].entry, 1);
+        assert_eq!(c.lookup(&key(3), 2_600).unwrap().steps[0].entry, 3);
+        // A diverged chain frees its slot for the next walk at once.
+        c.remove(&key(1));
+        c.insert(&key(4), &walk(4, 4), &none, 2_600);
+        assert_eq!(c.evictions, 1);
+        assert_eq!(c.lookup(&key(4), 2_600).unwrap().steps.len(), 4);
+    }
+
+    #[test]
+    fn removed_chains_ranges_are_reclaimed_by_compaction() {
+        let mut c = ChainCache::new(2);
+        // Churn: every chain diverges; the arena fills with dead steps and
+        // is compacted; recording never stops.
         for i in 0..100u64 {
-            c.insert(&key(i), &walk(i as EntryIdx, MAX_PASSES), &[]);
+            c.insert(&key(i), &walk(i as EntryIdx, MAX_PASSES), &none, i);
             assert_eq!(
-                c.lookup(&key(i)).unwrap().steps.len(),
+                c.lookup(&key(i), i).unwrap().steps.len(),
                 MAX_PASSES,
                 "chain {i}"
             );
@@ -482,5 +667,47 @@ mod tests {
             c.remove(&key(i));
         }
         assert!(c.is_empty());
+    }
+
+    /// More live connections than chains, visited round robin: the cache
+    /// keeps replaying `capacity` of them (evicting each just before its
+    /// turn would replay none); once those stop, the others get recorded,
+    /// and chains of every length find room in the arenas.
+    #[test]
+    fn a_working_set_larger_than_the_cache_keeps_replaying_part_of_it() {
+        let mut c = ChainCache::new(4);
+        let mut now = 0;
+        let mut replays = 0;
+        for _round in 0..10u64 {
+            for i in 0..9u64 {
+                now += 10;
+                let len = 1 + (i as usize % MAX_PASSES);
+                match c.lookup(&key(i), now) {
+                    Some(ch) => {
+                        assert_eq!((ch.steps.len(), ch.steps[0].entry), (len, i as EntryIdx));
+                        replays += 1;
+                    }
+                    None => c.insert(&key(i), &walk(i as EntryIdx, len), &none, now),
+                }
+                assert!(c.len() <= 4);
+                assert!(c.steps.len() <= 4 * MAX_PASSES);
+            }
+        }
+        assert_eq!(
+            replays,
+            4 * 9,
+            "the first four, every round after the first"
+        );
+        // Connections 0..4 end; 5..9 go on and take over after the idle time.
+        now += CHAIN_IDLE_MS;
+        for i in 5..9u64 {
+            let len = 1 + (i as usize % MAX_PASSES);
+            now += 10;
+            assert!(c.lookup(&key(i), now).is_none());
+            c.insert(&key(i), &walk(i as EntryIdx, len), &none, now);
+            let got = c.lookup(&key(i), now).map(|ch| ch.steps.len());
+            assert_eq!(got, Some(len), "key {i}");
+        }
+        assert_eq!(c.evictions, 4);
     }
 }

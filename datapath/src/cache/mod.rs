@@ -18,16 +18,27 @@
 //! An entry whose pass went through learned flows or `learn` actions keeps
 //! the time it last reported them (`Xlation::reported_ms`).
 //!
-//! Eviction: both caches are bounded. The megaflow cache holds at most
-//! `capacity` entries; when full it is cleared whole (entries repopulate
-//! from the slow path; OVS's revalidators instead age entries out, which
-//! flowpath does not need because translation is deterministic and cheap).
-//! The exact-match cache is direct-mapped: a colliding insert overwrites.
+//! Eviction: the megaflow cache holds at most `capacity` entries in a
+//! fixed slab. When it is full, an insert evicts one entry chosen by CLOCK
+//! (second chance): a hand walks the slab; an entry used since the hand
+//! last passed it (its packet count moved) is spared, the first one that
+//! was not is evicted, and after [`SWEEP`] spared entries the one under the
+//! hand goes anyway, so an insert costs a bounded walk. Idle entries (a new
+//! connection's per-connection megaflows, used by one packet) therefore
+//! make room while the busy ones stay — OVS's revalidators likewise
+//! delete idle datapath flows rather than the whole table. Every slot has
+//! a generation, bumped when its entry is evicted: whoever keeps an
+//! [`EntryIdx`] (the chains, the exact-match cache, a walk in progress)
+//! keeps the generation with it and checks it before use. The exact-match
+//! cache is direct-mapped: a colliding insert overwrites.
 //!
 //! Per-flow statistics ([`crate::pipeline::stats`]): every entry counts the
 //! packets that ran it ([`MegaflowCache::credit`]); before entries are
-//! dropped their counts are folded into per-rule totals
-//! ([`MegaflowCache::rule_counts`], [`MegaflowCache::take_rule_counts`]).
+//! dropped (evicted, or the cache cleared) their counts are folded into
+//! per-rule totals ([`MegaflowCache::rule_counts`],
+//! [`MegaflowCache::take_rule_counts`]). The same counts (packets, bytes,
+//! last use) are what `flowpath dump-megaflows` prints per megaflow, as
+//! `ovs-appctl dpctl/dump-flows` does.
 
 use std::cell::Cell;
 
@@ -45,12 +56,45 @@ use crate::pipeline::xlate::Xlation;
 /// Index of an entry in [`MegaflowCache`].
 pub type EntryIdx = u32;
 
+/// Entries the CLOCK hand may spare per eviction before it evicts the one
+/// under it regardless (bounds an insert's cost when everything is busy).
+pub const SWEEP: usize = 64;
+
 #[derive(Debug)]
 struct Subtable {
     mask: FlowKey,
     words: Box<[u8]>,
     map: HashMap<FlowKey, EntryIdx>,
     hits: u64,
+}
+
+/// One cached megaflow.
+#[derive(Debug)]
+struct Entry {
+    x: Xlation,
+    /// The masked key it is filed under, and its subtable.
+    key: FlowKey,
+    subtable: u16,
+    /// Bumped whenever the slot's entry is evicted.
+    sgen: u32,
+    /// Its packets, bytes and last use (a `Cell`: a chain replay credits
+    /// entries while it holds them borrowed; the cache is one thread's).
+    stat: Cell<FlowStat>,
+    /// `stat.packets` when the CLOCK hand last passed.
+    seen: u64,
+}
+
+/// One megaflow as [`MegaflowCache::megaflows`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct MegaflowInfo<'a> {
+    /// The match: key bits under `mask`.
+    pub key: FlowKey,
+    /// The wildcard mask (set bits are matched).
+    pub mask: FlowKey,
+    /// The translation (datapath actions).
+    pub xlation: &'a Xlation,
+    /// Its packets, bytes and last use (engine clock, ms; 0: never).
+    pub stat: FlowStat,
 }
 
 /// Hit/miss counters.
@@ -64,8 +108,10 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries inserted.
     pub inserts: u64,
-    /// Whole-cache flushes (generation change or capacity).
+    /// Whole-cache flushes (generation change).
     pub flushes: u64,
+    /// Entries evicted to make room (CLOCK).
+    pub evictions: u64,
     /// Packets whose whole walk replayed a recorded chain (see [`chain`]).
     pub chain_hits: u64,
     /// Passes served by chain replays (hits that made no emc/megaflow
@@ -74,6 +120,10 @@ pub struct CacheStats {
     /// Chain replays that met a different conntrack answer and finished on
     /// the ordinary path (the chain is dropped).
     pub chain_diverged: u64,
+    /// Chains dropped at lookup because a megaflow they ran was evicted.
+    pub chain_stale: u64,
+    /// Chains evicted to make room (CLOCK).
+    pub chain_evictions: u64,
 }
 
 const EMC_SLOTS: usize = 8192;
@@ -82,17 +132,17 @@ const EMC_SLOTS: usize = 8192;
 #[derive(Debug)]
 pub struct MegaflowCache {
     subtables: Vec<Subtable>,
-    entries: Vec<Xlation>,
-    /// Each entry's packets (a `Cell`: a chain replay credits entries
-    /// while it holds them borrowed; the cache is one thread's).
-    counts: Vec<Cell<FlowStat>>,
+    /// Probe order: subtable indices, busiest first.
+    order: Vec<u16>,
+    entries: Vec<Entry>,
     /// Per-rule totals of dropped entries (classifier indices under the
     /// current generation).
     folded: HashMap<FlowIdx, FlowStat>,
     capacity: usize,
+    hand: usize,
     generation: u64,
     epoch: u64,
-    emc: Vec<Option<(FlowKey, EntryIdx)>>,
+    emc: Vec<Option<(FlowKey, EntryIdx, u32)>>,
     emc_enabled: bool,
     /// Whole-walk chains over this cache's entries.
     pub chains: ChainCache,
@@ -102,14 +152,16 @@ pub struct MegaflowCache {
 
 impl MegaflowCache {
     /// A cache holding at most `capacity` megaflows, with the exact-match
-    /// front cache on or off.
+    /// front cache on or off. The chain cache holds as many chains (see
+    /// [`MegaflowCache::with_chain_capacity`]).
     pub fn new(capacity: usize, emc: bool) -> Self {
         MegaflowCache {
             subtables: Vec::new(),
-            entries: Vec::with_capacity(capacity),
-            counts: Vec::with_capacity(capacity),
+            order: Vec::new(),
+            entries: Vec::new(),
             folded: HashMap::new(),
             capacity: capacity.max(1),
+            hand: 0,
             generation: 0,
             epoch: 0,
             emc: if emc {
@@ -130,6 +182,16 @@ impl MegaflowCache {
         self
     }
 
+    /// Record the walk `rec` as the chain of first-pass key `key` (see
+    /// [`chain`]) at `now_ms`, counting the chains evicted to make room.
+    #[cold]
+    pub fn record_chain(&mut self, key: &FlowKey, rec: &Recorder, now_ms: u64) {
+        let entries = &self.entries;
+        self.chains
+            .insert(key, rec, &|i| entries.get(i as usize).map(|e| &e.x), now_ms);
+        self.stats.chain_evictions = self.chains.evictions;
+    }
+
     /// Drop every entry if `generation` differs from the one the entries
     /// were built under. Per-rule counts not taken before
     /// ([`MegaflowCache::take_rule_counts`]) are dropped with them: they are
@@ -147,8 +209,9 @@ impl MegaflowCache {
         self.fold();
         self.epoch += 1;
         self.subtables.clear();
+        self.order.clear();
         self.entries.clear();
-        self.counts.clear();
+        self.hand = 0;
         self.chains.clear();
         for e in self.emc.iter_mut() {
             *e = None;
@@ -156,32 +219,58 @@ impl MegaflowCache {
         self.stats.flushes += 1;
     }
 
-    /// Changes whenever entries are dropped: an [`EntryIdx`] taken under
-    /// one epoch is only valid under the same epoch.
+    /// Changes whenever the cache is cleared (slot generations start over).
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The entry at `idx` (check [`MegaflowCache::slot_gen`] first if the index
+    /// was kept across an insert).
+    #[inline]
+    pub fn entry(&self, idx: EntryIdx) -> &Xlation {
+        &self.entries[idx as usize].x
+    }
+
+    /// The entry at `idx`, mutable (its learn bookkeeping).
+    #[inline]
+    pub fn entry_mut(&mut self, idx: EntryIdx) -> &mut Xlation {
+        &mut self.entries[idx as usize].x
+    }
+
+    /// The generation of slot `idx`: an index kept with its generation is
+    /// still the same entry while they agree (within one [`epoch`]).
+    ///
+    /// [`epoch`]: MegaflowCache::epoch
+    #[inline]
+    pub fn slot_gen(&self, idx: EntryIdx) -> u32 {
+        self.entries.get(idx as usize).map_or(u32::MAX, |e| e.sgen)
     }
 
     /// Count one packet of `bytes` bytes through entry `idx` at `now_ms`.
     #[inline]
     pub fn credit(&self, idx: EntryIdx, bytes: usize, now_ms: u64) {
-        if let Some(c) = self.counts.get(idx as usize) {
-            let mut s = c.get();
+        if let Some(e) = self.entries.get(idx as usize) {
+            let mut s = e.stat.get();
             s.credit(bytes, now_ms);
-            c.set(s);
+            e.stat.set(s);
+        }
+    }
+
+    /// Fold one entry's counts into the per-rule totals.
+    fn fold_entry(folded: &mut HashMap<FlowIdx, FlowStat>, e: &Entry) {
+        let s = e.stat.take();
+        if s.packets == 0 {
+            return;
+        }
+        for r in &e.x.rules {
+            folded.entry(*r).or_default().add(s);
         }
     }
 
     /// Move the entries' counts into the per-rule totals.
     fn fold(&mut self) {
-        for (x, c) in self.entries.iter().zip(&self.counts) {
-            let s = c.take();
-            if s.packets == 0 {
-                continue;
-            }
-            for r in &x.rules {
-                self.folded.entry(*r).or_default().add(s);
-            }
+        for e in &self.entries {
+            Self::fold_entry(&mut self.folded, e);
         }
     }
 
@@ -189,12 +278,12 @@ impl MegaflowCache {
     /// generation): dropped entries' and live ones'.
     pub fn rule_counts(&self) -> HashMap<FlowIdx, FlowStat> {
         let mut out = self.folded.clone();
-        for (x, c) in self.entries.iter().zip(&self.counts) {
-            let s = c.get();
+        for e in &self.entries {
+            let s = e.stat.get();
             if s.packets == 0 {
                 continue;
             }
-            for r in &x.rules {
+            for r in &e.x.rules {
                 out.entry(*r).or_default().add(s);
             }
         }
@@ -208,37 +297,27 @@ impl MegaflowCache {
         std::mem::take(&mut self.folded)
     }
 
-    /// The entry at `idx` (valid within the epoch it was returned in).
-    #[inline]
-    pub fn entry(&self, idx: EntryIdx) -> &Xlation {
-        &self.entries[idx as usize]
-    }
-
-    /// The entry at `idx`, mutable (its learn bookkeeping).
-    #[inline]
-    pub fn entry_mut(&mut self, idx: EntryIdx) -> &mut Xlation {
-        &mut self.entries[idx as usize]
-    }
-
-    /// Record the walk `rec` as the chain of first-pass key `key` (see
-    /// [`chain`]).
-    #[cold]
-    pub fn record_chain(&mut self, key: &FlowKey, rec: &Recorder) {
-        self.chains.insert(key, rec, &self.entries);
-    }
-
     /// Look `key` up, returning the entry index.
     #[inline]
     pub fn lookup_idx(&mut self, key: &FlowKey) -> Option<EntryIdx> {
         if self.emc_enabled {
             let s = Self::emc_slot(key);
-            if let Some((_, idx)) = self.emc[s].as_ref().filter(|(k, _)| k == key) {
+            if let Some((_, idx, sgen)) = self.emc[s].as_ref().filter(|(k, _, _)| k == key)
+                && self
+                    .entries
+                    .get(*idx as usize)
+                    .is_some_and(|e| e.sgen == *sgen)
+            {
                 self.stats.emc_hits += 1;
                 return Some(*idx);
             }
         }
         let mut found = None;
-        for st in self.subtables.iter_mut() {
+        for &o in self.order.iter() {
+            let st = &mut self.subtables[o as usize];
+            if st.map.is_empty() {
+                continue;
+            }
             let mut m = FlowKey::ZERO;
             for &w in st.words.iter() {
                 m.w[w as usize] = key.w[w as usize] & st.mask.w[w as usize];
@@ -253,7 +332,8 @@ impl MegaflowCache {
             Some(idx) => {
                 self.stats.megaflow_hits += 1;
                 if self.emc_enabled {
-                    self.emc[Self::emc_slot(key)] = Some((*key, idx));
+                    let sgen = self.entries[idx as usize].sgen;
+                    self.emc[Self::emc_slot(key)] = Some((*key, idx, sgen));
                 }
                 Some(idx)
             }
@@ -266,26 +346,38 @@ impl MegaflowCache {
 
     /// Number of megaflows.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.subtables.iter().map(|s| s.map.len()).sum()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Every megaflow: (masked key, mask, translation).
-    pub fn megaflows(&self) -> impl Iterator<Item = (FlowKey, FlowKey, &Xlation)> + '_ {
-        self.subtables.iter().flat_map(move |st| {
-            st.map
-                .iter()
-                .map(move |(k, i)| (*k, st.mask, &self.entries[*i as usize]))
+    /// The most megaflows it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Every megaflow, subtable by subtable in probe order.
+    pub fn megaflows(&self) -> impl Iterator<Item = MegaflowInfo<'_>> + '_ {
+        self.order.iter().flat_map(move |&o| {
+            let st = &self.subtables[o as usize];
+            st.map.iter().map(move |(k, i)| {
+                let e = &self.entries[*i as usize];
+                MegaflowInfo {
+                    key: *k,
+                    mask: st.mask,
+                    xlation: &e.x,
+                    stat: e.stat.get(),
+                }
+            })
         })
     }
 
     /// Number of distinct masks (subtables probed on a miss).
     pub fn n_masks(&self) -> usize {
-        self.subtables.len()
+        self.subtables.iter().filter(|s| !s.map.is_empty()).count()
     }
 
     fn emc_slot(key: &FlowKey) -> usize {
@@ -301,18 +393,42 @@ impl MegaflowCache {
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey) -> Option<&Xlation> {
         let idx = self.lookup_idx(key)?;
-        self.entries.get(idx as usize)
+        self.entries.get(idx as usize).map(|e| &e.x)
     }
 
-    /// Insert the translation of `key` (its `wc` is the megaflow mask) and
-    /// return a reference to the stored copy.
+    /// The slot to fill: a fresh one while there is room, else the one
+    /// CLOCK evicts (see the module doc).
+    fn victim(&mut self) -> usize {
+        if self.entries.len() < self.capacity {
+            return self.entries.len();
+        }
+        let n = self.entries.len();
+        let mut spared = 0;
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % n;
+            let e = &mut self.entries[i];
+            let p = e.stat.get().packets;
+            if p != e.seen && spared < SWEEP {
+                e.seen = p;
+                spared += 1;
+                continue;
+            }
+            let st = &mut self.subtables[e.subtable as usize];
+            if st.map.get(&e.key) == Some(&(i as EntryIdx)) {
+                st.map.remove(&e.key);
+            }
+            Self::fold_entry(&mut self.folded, e);
+            self.stats.evictions += 1;
+            return i;
+        }
+    }
+
+    /// Insert the translation of `key` (its `wc` is the megaflow mask),
+    /// evicting an entry when full, and return its index.
     #[cold]
     pub fn insert(&mut self, key: &FlowKey, x: Xlation) -> EntryIdx {
-        if self.entries.len() >= self.capacity {
-            self.clear();
-        }
         let mask = x.wc;
-        let idx = self.entries.len() as EntryIdx;
         let pos = match self.subtables.iter().position(|s| s.mask == mask) {
             Some(p) => p,
             None => {
@@ -324,20 +440,47 @@ impl MegaflowCache {
                     map: HashMap::new(),
                     hits: 0,
                 });
+                self.order.push((self.subtables.len() - 1) as u16);
                 self.subtables.len() - 1
             }
         };
-        self.subtables[pos].map.insert(key.masked(&mask), idx);
-        self.entries.push(x);
-        self.counts.push(Cell::default());
+        let slot = self.victim();
+        let masked = key.masked(&mask);
+        let entry = Entry {
+            x,
+            key: masked,
+            subtable: pos as u16,
+            sgen: 0,
+            stat: Cell::new(FlowStat::default()),
+            seen: 0,
+        };
+        if slot == self.entries.len() {
+            self.entries.push(entry);
+        } else {
+            let sgen = self.entries[slot].sgen.wrapping_add(1);
+            self.entries[slot] = Entry { sgen, ..entry };
+        }
+        let idx = slot as EntryIdx;
+        // A megaflow whose mask and masked key are already filed (two
+        // walks translating the same pass before either was cached cannot
+        // happen on one core, but a replaced slot must not leave a stale
+        // map entry behind): the map points at the new slot.
+        if let Some(old) = self.subtables[pos].map.insert(masked, idx)
+            && old != idx
+        {
+            self.entries[old as usize].sgen = self.entries[old as usize].sgen.wrapping_add(1);
+        }
         self.stats.inserts += 1;
         if self.emc_enabled {
-            self.emc[Self::emc_slot(key)] = Some((*key, idx));
+            let sgen = self.entries[slot].sgen;
+            self.emc[Self::emc_slot(key)] = Some((*key, idx, sgen));
         }
         // Keep the busiest subtables first (OVS sorts its dpcls subtables
         // by hit count for the same reason).
         if self.stats.inserts.is_multiple_of(1024) {
-            self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
+            let subtables = &self.subtables;
+            self.order
+                .sort_by_key(|&o| std::cmp::Reverse(subtables[o as usize].hits));
         }
         idx
     }
@@ -397,5 +540,39 @@ mod tests {
             c.insert(&k, x(&[slot::NW_DST]));
             assert!(c.len() <= 4);
         }
+    }
+
+    /// CLOCK: a full cache evicts entries nobody used since the hand last
+    /// passed, keeps the busy one, and an index kept across the eviction
+    /// is recognised as stale by its slot generation.
+    #[test]
+    fn a_full_cache_evicts_idle_entries_and_keeps_busy_ones() {
+        let mut c = MegaflowCache::new(4, false);
+        let key = |i: u64| {
+            let mut k = FlowKey::ZERO;
+            k.set(slot::NW_DST, i);
+            k
+        };
+        let busy = c.insert(&key(0), x(&[slot::NW_DST]));
+        let busy_gen = c.slot_gen(busy);
+        let first_idle = c.insert(&key(1), x(&[slot::NW_DST]));
+        let idle_gen = c.slot_gen(first_idle);
+        for i in 2..50u64 {
+            // Key 0's megaflow carries traffic all along.
+            let idx = c.lookup_idx(&key(0)).expect("the busy megaflow stays");
+            c.credit(idx, 60, i);
+            if c.lookup_idx(&key(i)).is_none() {
+                c.insert(&key(i), x(&[slot::NW_DST]));
+            }
+            assert!(c.len() <= 4);
+        }
+        assert_eq!(c.slot_gen(busy), busy_gen);
+        assert_eq!(c.stats.evictions, 48 - 2);
+        assert_ne!(c.slot_gen(first_idle), idle_gen, "its slot was reused");
+        assert!(c.lookup_idx(&key(1)).is_none());
+        assert!(c.lookup_idx(&key(49)).is_some());
+        let dumped: Vec<u64> = c.megaflows().map(|m| m.stat.packets).collect();
+        assert_eq!(dumped.len(), 4);
+        assert_eq!(dumped.iter().max(), Some(&48));
     }
 }

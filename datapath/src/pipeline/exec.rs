@@ -201,7 +201,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         && rec.ok
                         && c.epoch() == rec.epoch
                     {
-                        c.record_chain(&key, &rec);
+                        c.record_chain(&key, &rec, self.now_ms);
                     }
                 }
             }
@@ -262,9 +262,10 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                     report_learn(&mut self.scratch.learn_events, e, &key, all);
                 }
                 c.credit(idx, pkt.len(), self.now_ms);
-                cached = Some((idx, c.epoch()));
+                let sgen = c.slot_gen(idx);
+                cached = Some((idx, c.epoch(), sgen));
                 if let Some(r) = rec.as_deref_mut() {
-                    r.pass(idx);
+                    r.pass(idx, sgen);
                 }
             }
             _ => {
@@ -307,7 +308,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         }
         let error = match (&owned, &cached) {
             (Some(x), _) => x.error,
-            (None, Some((i, _))) => self
+            (None, Some((i, _, _))) => self
                 .cache
                 .as_deref()
                 .map(|c| c.entry(*i).error)
@@ -320,7 +321,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         }
         let n_actions = match (&owned, &cached) {
             (Some(x), _) => x.actions.len(),
-            (None, Some((i, _))) => self
+            (None, Some((i, _, _))) => self
                 .cache
                 .as_deref()
                 .map(|c| c.entry(*i).actions.len())
@@ -331,9 +332,9 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         while ai < n_actions {
             let a = match (&owned, cached) {
                 (Some(x), _) => x.actions[ai],
-                (None, Some((i, epoch))) => {
+                (None, Some((i, epoch, sgen))) => {
                     let c = self.cache.as_deref().expect("cached pass has a cache");
-                    if c.epoch() != epoch {
+                    if c.epoch() != epoch || c.slot_gen(i) != sgen {
                         let xl = xlate(self.pipeline, self.ports, &key, table, None);
                         let a = xl.actions[ai];
                         owned = Some(xl);
@@ -510,10 +511,18 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         let Some(cache) = self.cache.as_deref() else {
             return false;
         };
-        let Some(chain) = cache.chains.lookup(key) else {
+        let Some(chain) = cache.chains.lookup(key, self.now_ms) else {
             return false;
         };
         let steps = chain.steps;
+        // A chain is stale once one of its megaflows was evicted (its slot
+        // generation moved): drop it and walk pass by pass.
+        if steps.iter().any(|s| cache.slot_gen(s.entry) != s.sgen) {
+            let c = self.cache.as_deref_mut().expect("checked above");
+            c.chains.remove(key);
+            c.stats.chain_stale += 1;
+            return false;
+        }
         let prog = chain.prog.filter(|p| p.shape.matches(layout, pkt.len()));
         let ipv4 = key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64;
         let mut md = PktCtMeta::default();
@@ -1022,7 +1031,7 @@ mod tests {
         extract::extract(&fwd, 1, &mut k).unwrap();
         let chain = cache
             .chains
-            .lookup(&k)
+            .lookup(&k, 0)
             .expect("a chain for the client's packets");
         assert!(chain.prog.is_some(), "compiled");
     }
