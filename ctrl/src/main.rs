@@ -173,6 +173,12 @@ enum Cmd {
         #[command(flatten)]
         sock: Sock,
     },
+    /// Print every worker's megaflows (`ovs-appctl dpctl/dump-flows`
+    /// lines: masked match, packets, bytes, last use, datapath actions).
+    DumpMegaflows {
+        #[command(flatten)]
+        sock: Sock,
+    },
     /// Print the running node's counters.
     Stats {
         #[command(flatten)]
@@ -379,6 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::FlushConntrack { zone, sock } => {
             ask(&sock, json!({"cmd": "flush-conntrack", "zone": zone}))
         }
+        Cmd::DumpMegaflows { sock } => ask(&sock, json!({"cmd": "dump-megaflows"})),
         Cmd::Stats { sock } => ask(&sock, json!({"cmd": "stats"})),
         Cmd::Ports { sock } => ask(&sock, json!({"cmd": "ports"})),
         Cmd::Reload { sock } => ask(&sock, json!({"cmd": "reload"})),

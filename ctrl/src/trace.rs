@@ -165,7 +165,8 @@ fn write_pass(out: &mut String, p: &Pipeline, ports: &PortMap, pass: &TracePass)
     }
 }
 
-fn dp_actions(actions: &[DpAction], ports: &PortMap) -> String {
+/// Datapath actions in the form `trace` and `dump-megaflows` print them.
+pub(crate) fn dp_actions(actions: &[DpAction], ports: &PortMap) -> String {
     if actions.is_empty() {
         return "drop".into();
     }

@@ -612,6 +612,9 @@ pub enum CtCommand {
     /// Not conntrack, but the same mailbox: the worker's per-flow counters
     /// ([`crate::pipeline::stats`]).
     FlowStats,
+    /// Not conntrack either: a copy of the worker's megaflow cache
+    /// (`flowpath dump-megaflows`).
+    DumpMegaflows,
 }
 
 /// A worker's answer to a [`CtCommand`].
@@ -623,6 +626,13 @@ pub enum CtReply {
     Flushed(usize),
     /// Per-flow counters.
     FlowStats(Box<RuleReport>),
+    /// The megaflows, and the worker's clock (ms) to age their last use by.
+    Megaflows {
+        /// The worker's conntrack clock when it answered.
+        now_ms: u64,
+        /// Every megaflow of its cache.
+        flows: Vec<crate::cache::MegaflowDump>,
+    },
 }
 
 impl WorkerControl {
@@ -1143,6 +1153,10 @@ impl Worker {
                         .sum(),
                 ),
                 CtCommand::FlowStats => CtReply::FlowStats(Box::new(self.rule_report())),
+                CtCommand::DumpMegaflows => CtReply::Megaflows {
+                    now_ms: self.now_ms(),
+                    flows: self.cache.dump(),
+                },
             });
             slot.1 = reply;
         }

@@ -4,7 +4,8 @@
 //! the flow in `ovs-ofctl` form (with `--stats`, its counters, which
 //! survive replace-flows and reload as in OVS; a `hard_timeout` flow
 //! expires), `dump-conntrack` shows the
-//! connections a curl left, `flush-conntrack` empties them, `--json`
+//! connections a curl left, `flush-conntrack` empties them,
+//! `dump-megaflows` shows the megaflow of the curl's first pass, `--json`
 //! parses.
 
 mod e2e_common;
@@ -53,6 +54,24 @@ fn control_socket_drives_the_running_node() {
     let nodeport = "http://10.176.25.244:30232";
     let (good, body) = c.curl(&c.ext, nodeport);
     assert!(good && body.starts_with("hello from pod1"), "{body}");
+
+    // The megaflow of the curl's first pass: the NodePort's match, its
+    // packets, and its datapath actions (ct in zone 52100, recirculation).
+    let mf = ok(&sock, &["dump-megaflows"]);
+    assert!(mf.starts_with("flow-dump from worker 0:"), "{mf}");
+    assert!(
+        mf.lines().any(|l| l.starts_with("recirc_id(0),")
+            && l.contains("nw_dst=10.176.25.244")
+            && l.contains("tp_dst=30232")
+            && !l.contains("packets:0,")
+            && l.contains("actions:ct(zone=52100,nat),recirc(")),
+        "dump-megaflows:\n{mf}"
+    );
+    let mj = json(&sock, &["dump-megaflows"]);
+    assert!(
+        mj[0]["megaflows"].as_array().is_some_and(|a| !a.is_empty()),
+        "{mj}"
+    );
 
     // The curl's connection through the NodePort chain, live.
     let ct = ok(&sock, &["dump-conntrack"]);

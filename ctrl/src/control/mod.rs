@@ -13,7 +13,9 @@
 //!
 //! Commands: `dump-flows [table]`, `add-flow flow`, `del-flows [spec]`
 //! (`cookie=V[/M]`, `table=N`), `replace-flows flows`, `dump-groups`,
-//! `dump-conntrack [zone]`, `flush-conntrack [zone]`, `stats`, `ports`,
+//! `dump-conntrack [zone]`, `flush-conntrack [zone]`, `dump-megaflows`
+//! (every worker's megaflow cache, as `ovs-appctl dpctl/dump-flows`),
+//! `stats`, `ports`,
 //! `reload`, `trace in_port flow|packet` (through the running pipeline,
 //! with an empty conntrack of its own, as the offline `trace`). Flow changes build a new [`Pipeline`] here, off the hot path,
 //! and publish it atomically ([`NodeHandle::publish`]); the workers pick it
@@ -327,7 +329,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 .into_iter()
                 .map(|r| match r {
                     CtReply::Flushed(n) => n,
-                    CtReply::Dump(_) | CtReply::FlowStats(_) => 0,
+                    CtReply::Dump(_) | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
                 })
                 .sum();
             Ok((String::new(), json!({"flushed": n})))
@@ -361,21 +363,35 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             }
             Ok((text, Value::Array(json)))
         }
+        "dump-megaflows" => {
+            let ports = port_map(node)?;
+            let mut text = String::new();
+            let mut workers = Vec::new();
+            for (w, r) in node
+                .conntrack(&CtCommand::DumpMegaflows)?
+                .into_iter()
+                .enumerate()
+            {
+                let CtReply::Megaflows { now_ms, flows } = r else {
+                    continue;
+                };
+                let mut lines: Vec<String> = flows
+                    .iter()
+                    .map(|f| megaflow_line(f, now_ms, &ports))
+                    .collect();
+                lines.sort();
+                text.push_str(&format!("flow-dump from worker {w}:\n"));
+                for l in &lines {
+                    text.push_str(l);
+                    text.push('\n');
+                }
+                workers.push(json!({"worker": w, "megaflows": lines}));
+            }
+            Ok((text, Value::Array(workers)))
+        }
         "trace" => {
             let in_port = arg("in_port").ok_or_else(|| anyhow!("trace needs \"in_port\""))?;
-            let names: Vec<String> = node
-                .cfg()
-                .ports
-                .iter()
-                .map(|p| {
-                    if p.ofport == datapath::key::OFPP_LOCAL {
-                        format!("{}=LOCAL", p.name)
-                    } else {
-                        format!("{}={}", p.name, p.ofport)
-                    }
-                })
-                .collect();
-            let ports = crate::load::ports(&names.join(","))?;
+            let ports = port_map(node)?;
             let out = crate::trace::trace(
                 &node.pipeline(),
                 &ports,
@@ -395,6 +411,63 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
         }
         other => bail!("unknown command {other:?}"),
     }
+}
+
+/// The node's ports as a replay port map (names for `output:`).
+fn port_map(node: &NodeHandle) -> anyhow::Result<datapath::replay::PortMap> {
+    let names: Vec<String> = node
+        .cfg()
+        .ports
+        .iter()
+        .map(|p| {
+            if p.ofport == datapath::key::OFPP_LOCAL {
+                format!("{}=LOCAL", p.name)
+            } else {
+                format!("{}={}", p.name, p.ofport)
+            }
+        })
+        .collect();
+    crate::load::ports(&names.join(","))
+}
+
+/// One megaflow as `ovs-appctl dpctl/dump-flows` prints a datapath flow:
+/// `recirc_id(N),` (the pass: 0 for a packet's first, 1 + the table a
+/// recirculation resumes at otherwise), the masked match in `ovs-ofctl`
+/// form (as `trace` prints "Megaflow:"), then packets, bytes, the time
+/// since its last use on the worker's clock, and its datapath actions.
+pub(crate) fn megaflow_line(
+    f: &datapath::cache::MegaflowDump,
+    now_ms: u64,
+    ports: &datapath::replay::PortMap,
+) -> String {
+    use datapath::key::slot;
+    let m = datapath::pipeline::ir::Match {
+        value: f.key,
+        mask: f.mask,
+    };
+    let used = if f.stat.packets == 0 {
+        "never".to_string()
+    } else {
+        format!(
+            "{:.3}s",
+            now_ms.saturating_sub(f.stat.used_ms) as f64 / 1000.0
+        )
+    };
+    let actions = match f.error {
+        Some(e) => format!("drop({})", e.name()),
+        None => crate::trace::dp_actions(&f.actions, ports),
+    };
+    let matched = format::format_match(&m);
+    let recirc = match f.key.get(slot::RECIRC_ID) {
+        0 => "0".to_string(),
+        r => format!("{r:#x}"),
+    };
+    format!(
+        "recirc_id({recirc}),{}, packets:{}, bytes:{}, used:{used}, actions:{actions}",
+        matched.trim_end_matches(','),
+        f.stat.packets,
+        f.stat.bytes,
+    )
 }
 
 fn join_lines(lines: &[String]) -> String {
@@ -488,6 +561,46 @@ pub fn request(path: &Path, req: &Value) -> anyhow::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A megaflow prints as OVS's dpctl/dump-flows does: its pass, masked
+    /// match, counters, age and datapath actions with port names.
+    #[test]
+    fn megaflow_lines() {
+        use datapath::cache::MegaflowCache;
+        use datapath::key::{FlowKey, eth_type, slot};
+        let flows = parse::parse_flows(
+            "f",
+            "table=0,priority=5,ip,nw_dst=10.0.0.1,actions=output:2\ntable=0,priority=1,actions=drop\n",
+        )
+        .unwrap();
+        let p = Pipeline::new(flows, vec![]);
+        let ports = datapath::replay::PortMap::parse("a=1,b=2").unwrap();
+        let mut key = FlowKey::ZERO;
+        key.set(slot::IN_PORT, 1);
+        key.set(slot::DL_TYPE, eth_type::IPV4 as u64);
+        key.set(
+            slot::NW_DST,
+            u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)) as u64,
+        );
+        key.set(slot::NW_SRC, 7);
+        let mut c = MegaflowCache::new(16, true);
+        let x = datapath::pipeline::xlate::xlate(&p, &[1u32, 2][..], &key, 0, None);
+        let idx = c.insert(&key, x);
+        c.credit(idx, 60, 1_500);
+        let d = c.dump();
+        assert_eq!(d.len(), 1);
+        let l = megaflow_line(&d[0], 2_000, &ports);
+        assert!(l.starts_with("recirc_id(0),"), "{l}");
+        assert!(
+            l.contains("in_port=1") && l.contains("nw_dst=10.0.0.1"),
+            "{l}"
+        );
+        assert!(!l.contains("nw_src"), "nw_src is wildcarded: {l}");
+        assert!(
+            l.ends_with(", packets:1, bytes:60, used:0.500s, actions:output:b"),
+            "{l}"
+        );
+    }
 
     #[test]
     fn del_spec_reads_cookie_and_table() {

@@ -221,7 +221,7 @@ impl NodeHandle {
             .into_iter()
             .map(|r| match r {
                 CtReply::Flushed(n) => n,
-                CtReply::Dump(_) | CtReply::FlowStats(_) => 0,
+                CtReply::Dump(_) | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
             })
             .sum())
     }

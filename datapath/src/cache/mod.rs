@@ -97,6 +97,22 @@ pub struct MegaflowInfo<'a> {
     pub stat: FlowStat,
 }
 
+/// One megaflow as `flowpath dump-megaflows` reports it: owned, for the
+/// control thread.
+#[derive(Debug, Clone)]
+pub struct MegaflowDump {
+    /// The match: key bits under `mask`.
+    pub key: FlowKey,
+    /// The wildcard mask (set bits are matched).
+    pub mask: FlowKey,
+    /// Its datapath actions.
+    pub actions: Vec<crate::pipeline::xlate::DpAction>,
+    /// Set when its translation failed (the packets are dropped).
+    pub error: Option<crate::drop::DropReason>,
+    /// Its packets, bytes and last use.
+    pub stat: FlowStat,
+}
+
 /// Hit/miss counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -373,6 +389,20 @@ impl MegaflowCache {
                 }
             })
         })
+    }
+
+    /// Every megaflow, owned (cold: for the control socket).
+    #[cold]
+    pub fn dump(&self) -> Vec<MegaflowDump> {
+        self.megaflows()
+            .map(|m| MegaflowDump {
+                key: m.key,
+                mask: m.mask,
+                actions: m.xlation.actions.clone(),
+                error: m.xlation.error,
+                stat: m.stat,
+            })
+            .collect()
     }
 
     /// Number of distinct masks (subtables probed on a miss).
