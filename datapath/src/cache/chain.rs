@@ -41,8 +41,12 @@
 //! recorded header offsets) executes no rewrite: it applies the next patch
 //! at each output. Where conntrack answers otherwise, the rewrites since
 //! the last patch are run for real before the walk continues on the
-//! ordinary path. Debug builds run the rewrites alongside every compiled
-//! replay and compare the bytes at each patch.
+//! ordinary path. Walks in which conntrack answered `+new` are not
+//! compiled: a TCP connection's next packet diverges from them (only
+//! retransmissions replay them), so new connections do not pay for
+//! compiling; a one-way UDP flow replays them uncompiled. Debug builds run
+//! the rewrites alongside every compiled replay and compare the bytes at
+//! each patch.
 //!
 //! Walks that fork (a `ct(table=N)` that is not its pass's last action), that
 //! are traced, or whose passes carry learn bookkeeping (`learn()` actions,
@@ -83,7 +87,7 @@
 use std::cell::Cell;
 use std::hash::BuildHasher;
 
-use conntrack::{ConnHint, PktCtMeta, Rewrite, Tuple};
+use conntrack::{ConnHint, PktCtMeta, Rewrite, Tuple, cs};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::EntryIdx;
@@ -539,11 +543,17 @@ impl ChainCache {
         // The chain's chunks are cut into `scratch` (indices from 0), then
         // appended to the arena by the caller.
         self.scratch.clear();
+        let steps = rec.steps();
+        if steps.iter().skip(1).any(|s| s.expect.state & cs::NEW != 0) {
+            // A new connection's walk: its next packet finds the connection
+            // in another state and diverges (only retransmissions replay
+            // it), so new connections do not pay for compiling.
+            return None;
+        }
         let (layout, len) = rec.start?;
         let shape = Shape::of(&layout, len)?;
         let mut sim = Sim::new(shape, &layout, &rec.hdr)?;
         let p0 = self.patches.len();
-        let steps = rec.steps();
         let mut ok = || -> Option<()> {
             for (s, st) in steps.iter().enumerate() {
                 let x = entry(st.entry)?;

@@ -223,6 +223,10 @@ impl Sim {
             // The last window ends at `end` (overlapping the one before;
             // its mask leaves the overlap alone).
             let o = off.min(end - 8);
+            if self.base[o..o + 8] == self.cur[o..o + 8] {
+                off = o + 8;
+                continue;
+            }
             let (mut m, mut v) = ([0u8; 8], [0u8; 8]);
             for j in 0..8 {
                 let i = o + j;
