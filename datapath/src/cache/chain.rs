@@ -551,13 +551,6 @@ impl ChainCache {
             return None;
         }
         let (layout, len) = rec.start?;
-        // A TCP SYN's walk (a new connection) replays only for a retried
-        // SYN: its chain diverges at the connection's next packet, so
-        // compiling it would be paid by every new connection for nothing.
-        let flags = rec.hdr.get(layout.l4 + 13).copied().unwrap_or(0);
-        if layout.proto == crate::extract::Proto::Tcp && flags & 0x12 == 0x02 {
-            return None;
-        }
         let shape = Shape::of(&layout, len)?;
         let mut sim = Sim::new(shape, &layout, &rec.hdr)?;
         let p0 = self.patches.len();
