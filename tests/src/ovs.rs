@@ -79,6 +79,9 @@ const BENIGN_LOG: &[&str] = &[
     // A revalidator raced a flow's deletion (seen on a loaded machine): its
     // own bookkeeping, not a packet's fate.
     "failed to flow_get",
+    // The same race when a handler or revalidator modifies a datapath flow
+    // another thread just deleted ("failed to put[modify]").
+    "failed to put[modify]",
 ];
 
 /// A JSON-RPC client for a daemon's unixctl socket (what `ovs-appctl`
