@@ -20,35 +20,7 @@ use tests::ovs::{OvsSwitch, skip_without_ovs};
 const EPS: [u8; 1] = [10];
 
 fn rules() -> (String, String) {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("tests/e2e file");
-    let flows0 = read("flows.txt");
-    let mut buckets = String::new();
-    for (i, e) in EPS.iter().enumerate() {
-        buckets.push_str(&format!(
-            ",bucket=bucket_id:{i},weight=100,actions=ct(commit,table=42,zone=65500,nat(dst=172.16.2.{e}:8080),exec(load:0x21->NXM_NX_CT_MARK[]))"
-        ));
-    }
-    let mut groups: String = read("groups.txt")
-        .lines()
-        .filter(|l| !l.starts_with("group_id=1,") && !l.starts_with("group_id=4,"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for g in [1, 4] {
-        groups.push_str(&format!(
-            "group_id={g},type=select,selection_method=hash,fields(ip_src,tcp_src){buckets}\n"
-        ));
-    }
-    let mut flows = flows0.clone();
-    let pod = flows0
-        .lines()
-        .find(|l| l.starts_with("table=70,priority=200,ip,nw_dst=172.16.2.10,"))
-        .expect("table 70's pod1 flow");
-    for e in EPS.iter().filter(|e| **e != 10) {
-        flows.push_str(&pod.replace("172.16.2.10,", &format!("172.16.2.{e},")));
-        flows.push('\n');
-    }
-    (flows.replace("tcp", "udp"), groups.replace("tcp", "udp"))
+    bench::vethbench::udp_rules_for(&EPS)
 }
 
 fn client(i: u32) -> Vec<u8> {
