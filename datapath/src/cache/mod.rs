@@ -272,15 +272,20 @@ impl MegaflowCache {
         }
     }
 
-    /// Fold one entry's counts into the per-rule totals.
-    fn fold_entry(folded: &mut HashMap<FlowIdx, FlowStat>, e: &Entry) {
-        let s = e.stat.take();
+    /// Add counts `s` of entry `e` to the totals of the rules it went
+    /// through.
+    fn add_to_rules(totals: &mut HashMap<FlowIdx, FlowStat>, e: &Entry, s: FlowStat) {
         if s.packets == 0 {
             return;
         }
         for r in &e.x.rules {
-            folded.entry(*r).or_default().add(s);
+            totals.entry(*r).or_default().add(s);
         }
+    }
+
+    /// Fold one entry's counts into the per-rule totals.
+    fn fold_entry(folded: &mut HashMap<FlowIdx, FlowStat>, e: &Entry) {
+        Self::add_to_rules(folded, e, e.stat.take());
     }
 
     /// Move the entries' counts into the per-rule totals.
@@ -295,13 +300,7 @@ impl MegaflowCache {
     pub fn rule_counts(&self) -> HashMap<FlowIdx, FlowStat> {
         let mut out = self.folded.clone();
         for e in &self.entries {
-            let s = e.stat.get();
-            if s.packets == 0 {
-                continue;
-            }
-            for r in &e.x.rules {
-                out.entry(*r).or_default().add(s);
-            }
+            Self::add_to_rules(&mut out, e, e.stat.get());
         }
         out
     }
