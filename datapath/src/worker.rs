@@ -116,9 +116,10 @@ use crate::extract;
 use crate::io::{BURST, Batch, Frame, Port, PortStats, Umem};
 use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
+use crate::pipeline::classifier::FlowIdx;
 use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
 use crate::pipeline::learn::{self, LearnEvent, LearnStore};
-use crate::pipeline::stats::{FlowTimes, RuleReport, RuleStats};
+use crate::pipeline::stats::{FlowStat, FlowTimes, RuleReport, RuleStats};
 use crate::pipeline::xlate::{DpAction, xlate};
 
 /// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
@@ -209,26 +210,16 @@ impl PipelineCell {
     pub fn expired_flows(
         &self,
         p: &Pipeline,
-        counts: &std::collections::HashMap<
-            crate::pipeline::classifier::FlowIdx,
-            (crate::pipeline::stats::FlowStat, Option<u64>),
-        >,
-    ) -> Vec<crate::pipeline::classifier::FlowIdx> {
+        counts: &std::collections::HashMap<FlowIdx, (FlowStat, Option<u64>)>,
+    ) -> Vec<FlowIdx> {
         let t = self.times.lock().unwrap_or_else(|e| e.into_inner());
         t.expired(p, counts, self.learn_now())
     }
 
-    /// (created, modified) of static flow `idx` of `p` on the learner
-    /// clock, if `p`'s flows are the current ones.
-    pub fn flow_times(
-        &self,
-        p: &Pipeline,
-        idx: crate::pipeline::classifier::FlowIdx,
-    ) -> Option<(u64, u64)> {
-        self.times
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(p, idx)
+    /// When each static flow was added and modified, on the learner clock
+    /// (a copy: the control thread reads it for a whole dump).
+    pub fn flow_times(&self) -> FlowTimes {
+        self.times.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn store_generation(&self, p: Pipeline) -> u64 {

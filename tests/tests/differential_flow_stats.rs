@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 
 use datapath::pipeline::format::{self, FormatOptions};
-use datapath::pipeline::learn::LEARNED_BIT;
 use datapath::pipeline::{Pipeline, parse};
 use datapath::replay::{PortMap, Replayer, parse_steps};
 use tests::lab::Both;
@@ -45,16 +44,8 @@ fn flowpath_counts(sc: &Scenario, cached: bool) -> BTreeMap<String, (u64, u64)> 
     }
     r.run(&steps);
     let counts = r.flow_counts();
-    let cur = r.current();
-    let statics = cur.flows.iter().enumerate().map(|(i, f)| (i as u32, f));
-    let learned = cur
-        .learned
-        .flows()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u32 | LEARNED_BIT, &*l.flow));
-    statics
-        .chain(learned)
+    r.current()
+        .indexed_flows()
         .map(|(i, f)| {
             let text = format::format_flow(f, FormatOptions::default())
                 .trim_start()

@@ -145,17 +145,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             // Every flow with its classifier index (static, then learned),
             // in dump order.
             let mut flows: Vec<(FlowIdx, &Flow)> = p
-                .flows
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (i as FlowIdx, f))
-                .chain(
-                    p.learned
-                        .flows()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| (i as FlowIdx | LEARNED_BIT, &*l.flow)),
-                )
+                .indexed_flows()
                 .filter(|(_, f)| table.is_none_or(|t| f.table == t))
                 .collect();
             flows.sort_by_cached_key(|(_, f)| format::dump_order(f));
@@ -168,6 +158,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             // learned flows' from the learn store, static flows' from the
             // publish times; both on the learner clock.
             let now = node.learn_now();
+            let times = node.flow_times();
             let learned_times: std::collections::HashMap<u64, (u64, u64, u64)> = node
                 .learned_times()
                 .into_iter()
@@ -187,7 +178,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 let (created, modified, used) = match learned {
                     Some(t) => t,
                     None => {
-                        let (c, m) = node.flow_times(&p, *idx).unwrap_or((now, now));
+                        let (c, m) = times.get(&p, *idx).unwrap_or((now, now));
                         (c, m, c)
                     }
                 };

@@ -50,7 +50,7 @@ use datapath::io::tap::{TapConfig, TapPort};
 use datapath::io::{BURST, Umem, UmemConfig};
 use datapath::pipeline::Pipeline;
 use datapath::pipeline::classifier::FlowIdx;
-use datapath::pipeline::stats::{FlowStat, RuleReport, merge as merge_flow_stats};
+use datapath::pipeline::stats::{FlowStat, FlowTimes, RuleReport, merge as merge_flow_stats};
 use datapath::worker::{
     Capture, Cross, CtCommand, CtReply, OwnedPort, PipelineCell, Route, Worker, WorkerConfig,
     WorkerControl, WorkerStats,
@@ -295,9 +295,10 @@ impl NodeHandle {
         .or(Ok(0))
     }
 
-    /// (added, modified) of static flow `idx` of `p`, on the learner clock.
-    pub fn flow_times(&self, p: &Pipeline, idx: FlowIdx) -> Option<(u64, u64)> {
-        self.cell.flow_times(p, idx)
+    /// When each static flow was added and modified, on the learner clock
+    /// ([`FlowTimes::get`]).
+    pub fn flow_times(&self) -> FlowTimes {
+        self.cell.flow_times()
     }
 
     /// Restart the duration of the static flows `added` picks.

@@ -157,8 +157,24 @@ impl Pipeline {
 
     /// Every flow, static then learned, for `dump-flows`.
     pub fn all_flows(&self) -> impl Iterator<Item = &Flow> {
-        self.flows
+        self.indexed_flows().map(|(_, f)| f)
+    }
+
+    /// Every flow with its classifier index (static, then learned with
+    /// [`learn::LEARNED_BIT`]), the index [`Pipeline::flow`] and the
+    /// per-flow statistics ([`stats`]) use.
+    pub fn indexed_flows(&self) -> impl Iterator<Item = (FlowIdx, &Flow)> {
+        let statics = self
+            .flows
             .iter()
-            .chain(self.learned.flows().iter().map(|l| &*l.flow))
+            .enumerate()
+            .map(|(i, f)| (i as FlowIdx, f));
+        let learned = self
+            .learned
+            .flows()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as FlowIdx | learn::LEARNED_BIT, &*l.flow));
+        statics.chain(learned)
     }
 }
