@@ -19,7 +19,7 @@ use crate::cache::MegaflowCache;
 use crate::key::OFPP_LOCAL;
 use crate::pipeline::Pipeline;
 use crate::pipeline::classifier::FlowIdx;
-use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink, TracePass};
+use crate::pipeline::exec::{self, Engine, ExecStats, Scratch, Sink, TracePass};
 use crate::pipeline::learn::LearnStore;
 use crate::pipeline::stats::{FlowStat, FlowTimes, RuleStats, merge};
 use crate::reject::Answer;
@@ -262,9 +262,28 @@ pub enum StepResult {
 struct ReplaySink {
     outputs: Vec<(u32, Vec<u8>)>,
     answers: Vec<(usize, Answer)>,
+    /// The last `output_last`: where its bytes were, and what they were.
+    last: Option<(*const u8, usize, u64)>,
+}
+
+impl ReplaySink {
+    /// Whether `pkt` (the buffer the walk ran on) still holds what an
+    /// `output_last` of that buffer sent: the contract that lets the worker
+    /// transmit a received frame in place instead of copying it.
+    fn last_output_kept(&self, pkt: &[u8]) -> bool {
+        match self.last {
+            Some((p, n, d)) if (p, n) == (pkt.as_ptr(), pkt.len()) => exec::digest(pkt) == d,
+            _ => true,
+        }
+    }
 }
 
 impl Sink for ReplaySink {
+    fn output_last(&mut self, port: u32, pkt: &[u8]) {
+        self.last = Some((pkt.as_ptr(), pkt.len(), exec::digest(pkt)));
+        self.output(port, pkt);
+    }
+
     fn output(&mut self, port: u32, pkt: &[u8]) {
         self.outputs.push((port, pkt.to_vec()));
     }
@@ -357,6 +376,10 @@ impl<'a> Replayer<'a> {
                     scratch: &mut self.scratch,
                 };
                 eng.process(&mut pkt, in_port, &mut sink, trace);
+                debug_assert!(
+                    sink.last_output_kept(&pkt),
+                    "the packet's bytes changed after output_last"
+                );
                 self.apply_learned();
                 StepResult::Packet {
                     index,
@@ -519,6 +542,18 @@ impl<'a> Replayer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_after_output_last_is_caught() {
+        let mut pkt = vec![1u8, 2, 3, 4];
+        let mut sink = ReplaySink::default();
+        sink.output_last(1, &pkt);
+        assert!(sink.last_output_kept(&pkt));
+        // Another buffer with other bytes is not the one sent in place.
+        assert!(sink.last_output_kept(&[9, 9, 9, 9]));
+        pkt[2] = 7;
+        assert!(!sink.last_output_kept(&pkt));
+    }
 
     #[test]
     fn ports_and_steps_parse() {

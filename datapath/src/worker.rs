@@ -117,7 +117,7 @@ use crate::io::{BURST, Batch, Frame, Port, PortStats, Umem};
 use crate::key::FlowKey;
 use crate::pipeline::Pipeline;
 use crate::pipeline::classifier::FlowIdx;
-use crate::pipeline::exec::{Engine, ExecStats, Scratch, Sink};
+use crate::pipeline::exec::{self, Engine, ExecStats, Scratch, Sink};
 use crate::pipeline::learn::{self, LearnEvent, LearnStore};
 use crate::pipeline::stats::{FlowStat, FlowTimes, RuleReport, RuleStats};
 use crate::pipeline::xlate::{DpAction, xlate};
@@ -952,8 +952,14 @@ impl Worker {
                 scratch: &mut self.scratch,
             };
             eng.process(pkt, in_port, &mut sink, None);
+            // The contract `output_last` relies on: nothing changes the
+            // bytes after it, so the frame sent is what the walk output.
+            debug_assert!(
+                take.is_none_or(|t: Taken| t.digest == exec::digest(pkt)),
+                "the packet's bytes changed after output_last"
+            );
         });
-        match take {
+        match take.map(|t| t.port) {
             Some(i) => {
                 self.counters.tx_in_place += 1;
                 enqueue(
@@ -1335,7 +1341,17 @@ struct TxSink<'a> {
     in_place: (*const u8, usize),
     /// Set by `output_last`: the local port (index) that transmits the
     /// in-place frame itself once the engine is done with it.
-    take: &'a mut Option<usize>,
+    take: &'a mut Option<Taken>,
+}
+
+/// The in-place frame's transmission, decided by `output_last`.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    /// Local port (index) that transmits the frame.
+    port: usize,
+    /// Debug builds: [`exec::digest`] of the bytes at `output_last`,
+    /// checked when the engine is done (zero in release builds).
+    digest: u64,
 }
 
 impl TxSink<'_> {
@@ -1354,7 +1370,14 @@ impl Sink for TxSink<'_> {
             && self.take.is_none()
             && let Some(Route::Local(i)) = self.route(port)
         {
-            *self.take = Some(i);
+            *self.take = Some(Taken {
+                port: i,
+                digest: if cfg!(debug_assertions) {
+                    exec::digest(pkt)
+                } else {
+                    0
+                },
+            });
             return;
         }
         self.output(port, pkt);

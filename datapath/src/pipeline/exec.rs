@@ -88,6 +88,14 @@ pub trait Sink {
     }
 }
 
+/// A 64-bit FNV-1a digest of `b`: debug builds check with it that a packet
+/// sent by [`Sink::output_last`] keeps the bytes it had there.
+pub fn digest(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 impl<F: FnMut(u32, &[u8])> Sink for F {
     fn output(&mut self, port: u32, pkt: &[u8]) {
         self(port, pkt)
