@@ -1086,3 +1086,43 @@ fn ovs31_default_zone_limit_is_one_pool_shared_by_zones_without_their_own() {
     assert_eq!(r.sh.zone_limit(3), Some((2, 2)));
     assert_eq!(r.sh.len(), 4);
 }
+
+#[test]
+fn a_dump_taken_in_pages_lists_every_connection_once() {
+    let mut r = Rig::new();
+    for i in 0..300u16 {
+        let zone = i % 3;
+        r.one(&udp((C, 1000 + i), (E, 53)), &commit(zone));
+    }
+    // Delete a few so that the pages have holes.
+    for i in (0..300u16).step_by(7) {
+        r.sh.flush(Some(i % 3), Some(udp((C, 1000 + i), (E, 53)).tuple));
+    }
+    for zone in [None, Some(1)] {
+        let whole = r.sh.dump_at(zone, r.now);
+        assert!(!whole.is_empty());
+        for page in [1, 5, 64, 1000, 4096] {
+            let mut all = Vec::new();
+            let mut from = 0;
+            let mut pages = 0;
+            loop {
+                let (v, next) = r.sh.dump_page(zone, from, page, r.now);
+                assert!(v.len() <= page as usize);
+                all.extend(v);
+                pages += 1;
+                match next {
+                    Some(n) => {
+                        assert_eq!(n, from + page, "pages are contiguous");
+                        from = n;
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(pages, r.sh.capacity().div_ceil(page).max(1));
+            all.sort_by_key(|d| d.sort_key());
+            assert_eq!(all, whole, "page size {page}, zone {zone:?}");
+        }
+    }
+    // Past the end: empty, and the last page.
+    assert_eq!(r.sh.dump_page(None, u32::MAX, 10, r.now), (vec![], None));
+}

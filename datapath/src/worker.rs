@@ -122,6 +122,11 @@ use crate::pipeline::learn::{self, LearnEvent, LearnStore};
 use crate::pipeline::stats::{FlowStat, FlowTimes, RuleReport, RuleStats};
 use crate::pipeline::xlate::{DpAction, xlate};
 
+/// Table slots a conntrack dump page covers: at most ~16k entries built
+/// between two bursts (well under a millisecond), against a receive ring
+/// that holds ~2 ms of traffic at 1 Mpps.
+pub const DUMP_PAGE_SLOTS: u32 = 16_384;
+
 /// Largest frame a handoff carries (a 2048-byte chunk minus its headroom).
 pub const HANDOFF_MAX: usize = 2048 - 256;
 
@@ -594,8 +599,15 @@ pub struct WorkerControl {
 /// A conntrack command run by a worker on its own shard, between bursts.
 #[derive(Debug, Clone)]
 pub enum CtCommand {
-    /// Every connection (of one zone).
-    Dump(Option<u16>),
+    /// One page of the connections (of one zone): those in
+    /// [`DUMP_PAGE_SLOTS`] table slots from slot `from` on (see
+    /// [`WorkerControl::dump_conntrack`], which takes them all).
+    Dump {
+        /// Zone, or every zone.
+        zone: Option<u16>,
+        /// First table slot of the page.
+        from: u32,
+    },
     /// Delete every connection (of one zone).
     Flush(Option<u16>),
     /// Delete these connections: (zone, original or reply tuple).
@@ -611,8 +623,14 @@ pub enum CtCommand {
 /// A worker's answer to a [`CtCommand`].
 #[derive(Debug, Clone)]
 pub enum CtReply {
-    /// The dump.
-    Dump(Vec<conntrack::ConnDump>),
+    /// A page of the dump, unsorted, and where the next page starts
+    /// (`None`: that was the last).
+    Dump {
+        /// The live connections of the page.
+        entries: Vec<conntrack::ConnDump>,
+        /// First slot of the next page.
+        next: Option<u32>,
+    },
     /// Connections deleted.
     Flushed(usize),
     /// Per-flow counters.
@@ -675,6 +693,31 @@ impl WorkerControl {
             std::thread::sleep(Duration::from_micros(200));
         }
         self.ct_slot.lock().ok()?.1.take()
+    }
+
+    /// Every live connection of the worker's shard (of `zone`), unsorted,
+    /// taken a page at a time so that the worker never stops forwarding
+    /// for the whole table; `timeout` applies to each page. `None` if the
+    /// worker did not answer.
+    pub fn dump_conntrack(
+        &self,
+        zone: Option<u16>,
+        timeout: Duration,
+    ) -> Option<Vec<conntrack::ConnDump>> {
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            let CtReply::Dump { entries, next } =
+                self.conntrack(CtCommand::Dump { zone, from }, timeout)?
+            else {
+                return None;
+            };
+            all.extend(entries);
+            match next {
+                Some(n) => from = n,
+                None => return Some(all),
+            }
+        }
     }
 }
 
@@ -1142,7 +1185,11 @@ impl Worker {
         let ctl = self.ctl.clone();
         if let Ok(mut slot) = ctl.ct_slot.lock() {
             let reply = slot.0.take().map(|cmd| match cmd {
-                CtCommand::Dump(zone) => CtReply::Dump(self.ct.dump(zone)),
+                CtCommand::Dump { zone, from } => {
+                    let now = self.ct.last_now();
+                    let (entries, next) = self.ct.dump_page(zone, from, DUMP_PAGE_SLOTS, now);
+                    CtReply::Dump { entries, next }
+                }
                 CtCommand::Flush(zone) => CtReply::Flushed(self.ct.flush(zone, None)),
                 CtCommand::FlushTuples(ts) => CtReply::Flushed(
                     ts.into_iter()

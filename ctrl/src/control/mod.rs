@@ -290,12 +290,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             Ok((join_lines(&lines), Value::Array(json)))
         }
         "dump-conntrack" => {
-            let mut all = Vec::new();
-            for r in node.conntrack(&CtCommand::Dump(zone()?))? {
-                if let CtReply::Dump(d) = r {
-                    all.extend(d);
-                }
-            }
+            let mut all = node.dump_conntrack(zone()?)?;
             all.sort_by_key(|d| d.sort_key());
             let lines: Vec<String> = all.iter().map(|d| d.to_string()).collect();
             let json = all
@@ -320,7 +315,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
                 .into_iter()
                 .map(|r| match r {
                     CtReply::Flushed(n) => n,
-                    CtReply::Dump(_) | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
+                    CtReply::Dump { .. } | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
                 })
                 .sum();
             Ok((String::new(), json!({"flushed": n})))

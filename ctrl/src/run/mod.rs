@@ -207,11 +207,7 @@ impl NodeHandle {
         zones.dedup();
         let mut tuples = Vec::new();
         for z in zones {
-            for r in self.conntrack(&CtCommand::Dump(Some(z)))? {
-                if let CtReply::Dump(d) = r {
-                    tuples.extend(stale_entries(flushes, &d));
-                }
-            }
+            tuples.extend(stale_entries(flushes, &self.dump_conntrack(Some(z))?));
         }
         if tuples.is_empty() {
             return Ok(0);
@@ -221,7 +217,7 @@ impl NodeHandle {
             .into_iter()
             .map(|r| match r {
                 CtReply::Flushed(n) => n,
-                CtReply::Dump(_) | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
+                CtReply::Dump { .. } | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
             })
             .sum())
     }
@@ -313,6 +309,19 @@ impl NodeHandle {
             .iter()
             .filter_map(|c| c.snapshot(Duration::from_secs(1)))
             .collect()
+    }
+
+    /// Every worker's live connections (of `zone`), unsorted, each worker's
+    /// dumped page by page ([`WorkerControl::dump_conntrack`]).
+    pub fn dump_conntrack(&self, zone: Option<u16>) -> anyhow::Result<Vec<conntrack::ConnDump>> {
+        let mut all = Vec::new();
+        for (w, c) in self.controls.iter().enumerate() {
+            all.extend(
+                c.dump_conntrack(zone, Duration::from_secs(2))
+                    .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))?,
+            );
+        }
+        Ok(all)
     }
 
     /// Run a conntrack command on every worker's shard (between its
