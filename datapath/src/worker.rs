@@ -285,12 +285,18 @@ impl PipelineCell {
 
     /// Start the learner thread: it applies learn events as workers post
     /// them and sweeps timeouts every 100 ms, until
-    /// [`PipelineCell::stop_learner`].
-    pub fn spawn_learner(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// [`PipelineCell::stop_learner`]. It runs on `cpus` (empty: anywhere).
+    pub fn spawn_learner(
+        self: &Arc<Self>,
+        cpus: Vec<usize>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let cell = self.clone();
         let h = std::thread::Builder::new()
             .name("fp-learn".into())
             .spawn(move || {
+                if !cpus.is_empty() {
+                    let _ = crate::io::affinity::set_current_thread_cpus(&cpus);
+                }
                 while !cell.learner_stop.load(Ordering::Acquire) {
                     cell.run_learner();
                     std::thread::park_timeout(LEARN_SWEEP);

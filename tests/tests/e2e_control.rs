@@ -27,6 +27,60 @@ fn json(sock: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} --json: {e}: {out}"))
 }
 
+/// CPUs of a `Cpus_allowed_list` ("0-2,5").
+fn cpu_list(s: &str) -> Vec<usize> {
+    s.trim()
+        .split(',')
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
+            None => r.parse().unwrap()..=r.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// The threads of process `pid`: (name, allowed CPUs).
+fn threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.ok()?.path().join("status")).ok()?;
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+            };
+            Some((field("Name:")?, cpu_list(&field("Cpus_allowed_list:")?)))
+        })
+        .collect()
+}
+
+/// The worker runs on one core; with CPUs to spare, the control plane's
+/// threads (the main thread, the control socket's, the learner, flow
+/// expiry) never run there.
+fn control_threads_stay_off_the_worker_core(pid: u32) {
+    let ts = threads(pid);
+    let worker = ts
+        .iter()
+        .find(|(n, _)| n == "fp-worker-0")
+        .unwrap_or_else(|| panic!("no worker thread: {ts:?}"));
+    assert_eq!(worker.1.len(), 1, "worker pinned to one core: {ts:?}");
+    let core = worker.1[0];
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    for name in ["flowpath", "fp-control", "fp-learn", "fp-expire"] {
+        let (_, cpus) = ts
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no thread {name}: {ts:?}"));
+        assert!(
+            !cpus.is_empty() && !cpus.contains(&core),
+            "{name} may run on the worker's core {core}: {ts:?}"
+        );
+    }
+}
+
 #[test]
 fn control_socket_drives_the_running_node() {
     if skip() {
@@ -50,6 +104,7 @@ fn control_socket_drives_the_running_node() {
     assert_eq!(pj.as_array().map(Vec::len), Some(4), "{pj}");
     let st = json(&sock, &["stats"]);
     assert!(st.get("workers").is_some(), "{st}");
+    control_threads_stay_off_the_worker_core(fp.child.id());
 
     let nodeport = "http://10.176.25.244:30232";
     let (good, body) = c.curl(&c.ext, nodeport);

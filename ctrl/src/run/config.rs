@@ -5,7 +5,8 @@
 //! flows = "flows.txt"            # ovs-ofctl add-flows syntax, relative to this file
 //! groups = "groups.txt"          # optional
 //! workers = 2                    # default: the most queues any afxdp port lists (at least 1)
-//! cores = [0, 1]                 # optional: worker i runs pinned on cores[i] (default: i mod CPUs)
+//! cores = [0, 1]                 # optional: worker i runs pinned on cores[i] (default: i mod CPUs);
+//!                                 #   control threads run on the CPUs left over, if any
 //!
 //! [cache]
 //! megaflows = 65536              # per worker (idle ones evicted when full)

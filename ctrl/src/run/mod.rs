@@ -47,7 +47,7 @@ use conntrack::{CtConfig, Directory, HandoffMesh, Shard};
 use datapath::io::afxdp::{AfXdpConfig, AfXdpPort, XdpConfig, XdpProgram};
 use datapath::io::memory::MemoryPort;
 use datapath::io::tap::{TapConfig, TapPort};
-use datapath::io::{BURST, Umem, UmemConfig};
+use datapath::io::{BURST, Umem, UmemConfig, affinity};
 use datapath::pipeline::Pipeline;
 use datapath::pipeline::classifier::FlowIdx;
 use datapath::pipeline::stats::{FlowStat, FlowTimes, RuleReport, merge as merge_flow_stats};
@@ -96,6 +96,9 @@ pub struct NodeHandle {
     /// The last compile, when the rules come from Service manifests (for
     /// the stale-UDP flush list of the next reload).
     compiled: Mutex<Option<compile::Compiled>>,
+    /// The CPUs no worker is pinned to, where the control plane's threads
+    /// run (empty: the workers take every CPU, so it runs anywhere).
+    control_cpus: Vec<usize>,
 }
 
 /// The (zone, original tuple) of every entry of `dump` that one of
@@ -311,6 +314,21 @@ impl NodeHandle {
             .collect()
     }
 
+    /// Keep the calling thread (and the threads it spawns later) off the
+    /// workers' cores, when there are CPUs left for it. Best effort: a
+    /// failure (a cpuset that forbids those CPUs) is reported and ignored.
+    pub fn pin_control_thread(&self) {
+        if self.control_cpus.is_empty() {
+            return;
+        }
+        if let Err(e) = affinity::set_current_thread_cpus(&self.control_cpus) {
+            eprintln!(
+                "flowpath: could not keep a control thread on CPUs {:?}: {e}",
+                self.control_cpus
+            );
+        }
+    }
+
     /// Every worker's live connections (of `zone`), unsorted, each worker's
     /// dumped page by page ([`WorkerControl::dump_conntrack`]).
     pub fn dump_conntrack(&self, zone: Option<u16>) -> anyhow::Result<Vec<conntrack::ConnDump>> {
@@ -509,8 +527,21 @@ impl Node {
             mesh: Arc::new(HandoffMesh::new(n, HANDOFF_RING)),
         });
         let cell = Arc::new(PipelineCell::new(pipeline));
-        let learner = cell.spawn_learner().context("spawn the learner thread")?;
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let all_cpus = core_affinity::get_core_ids().unwrap_or_default();
+        // Worker w's core: as configured, else w mod the CPUs we may use.
+        let worker_core = |w: usize| match &cfg.cores {
+            Some(c) => Some(c[w]),
+            None if !all_cpus.is_empty() => Some(all_cpus[w % all_cpus.len()].id),
+            None => None,
+        };
+        let worker_cores: Vec<usize> = (0..n).filter_map(worker_core).collect();
+        let control_cpus = affinity::control_cpus(
+            &all_cpus.iter().map(|c| c.id).collect::<Vec<_>>(),
+            &worker_cores,
+        );
+        let learner = cell
+            .spawn_learner(control_cpus.clone())
+            .context("spawn the learner thread")?;
         let mut controls = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for (w, ((ports, umem), routes)) in owned.into_iter().zip(umems).zip(routes).enumerate() {
@@ -540,11 +571,7 @@ impl Node {
                 cross.clone(),
                 ctl.clone(),
             );
-            let core = match &cfg.cores {
-                Some(c) => Some(core_affinity::CoreId { id: c[w] }),
-                None if !cores.is_empty() => Some(cores[w % cores.len()]),
-                None => None,
-            };
+            let core = worker_core(w).map(|id| core_affinity::CoreId { id });
             let t = std::thread::Builder::new()
                 .name(format!("fp-worker-{w}"))
                 .spawn(move || {
@@ -565,6 +592,7 @@ impl Node {
             controls,
             edit: Mutex::new(()),
             compiled: Mutex::new(compiled),
+            control_cpus,
         });
         let expirer = spawn_expirer(handle.clone()).context("spawn the flow expiry thread")?;
         Ok(Node {
@@ -642,6 +670,7 @@ fn spawn_expirer(
     let t = std::thread::Builder::new()
         .name("fp-expire".into())
         .spawn(move || {
+            handle.pin_control_thread();
             while !flag.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::park_timeout(EXPIRY_PERIOD);
                 if let Ok(n) = handle.expire_flows()
@@ -755,6 +784,9 @@ pub fn run(config: &std::path::Path, format: StatsFormat) -> anyhow::Result<()> 
     let ports = cfg.ports.len();
     let socket = cfg.control_socket.clone();
     let node = Node::start_compiled(cfg, pipeline, compiled)?;
+    // This thread serves signals (reload compiles) and spawns the control
+    // socket's and the manifest watcher's threads: off the workers' cores.
+    node.handle.pin_control_thread();
     // An explicitly configured socket must work; the default one (under
     // /run, root's) only warns, so unprivileged runs with memory ports and
     // several test nodes on one host still start.

@@ -69,10 +69,14 @@
 //! * [`netlink`]: the few rtnetlink requests setup needs (link up, MTU,
 //!   MAC, IPv4 address, XDP query and detach).
 //! * [`pcap`]: a minimal capture writer/reader.
+//! * [`affinity`]: a thread's CPU set (`sched_setaffinity(2)`), to keep the
+//!   control plane's threads off the workers' cores.
 //!
-//! `unsafe` code exists only in `umem`, `afxdp`, `tap` and `netlink`; each
+//! `unsafe` code exists only in `umem`, `afxdp`, `tap`, `netlink` and
+//! `affinity`; each
 //! of those modules opts in with `#![allow(unsafe_code)]`.
 
+pub mod affinity;
 pub mod afxdp;
 pub mod memory;
 pub mod netlink;
