@@ -1037,19 +1037,38 @@ impl Shard {
                     }
                 }
             }
-            None => {
-                for c in 0..self.table.capacity() {
-                    if self.table.is_live(c)
-                        && zone.is_none_or(|z| self.table.conns[c as usize].keys[0].zone == z)
-                    {
-                        self.free_conn(c);
-                        n += 1;
-                    }
-                }
-            }
+            None => return self.flush_page(zone, 0, self.table.capacity()).0,
         }
         self.counters.flushed += n as u64;
         n
+    }
+
+    /// One page of a flush of every connection (of `zone`): those in the
+    /// `max_slots` table slots from slot `from` on. Returns how many were
+    /// removed and the slot the next page starts at (`None` after the
+    /// last). Paged for the same reason as [`Shard::dump_page`]; a
+    /// connection created in a slot the flush already passed survives, as
+    /// one created just after OVS's flush does.
+    pub fn flush_page(
+        &mut self,
+        zone: Option<u16>,
+        from: u32,
+        max_slots: u32,
+    ) -> (usize, Option<u32>) {
+        let cap = self.table.capacity();
+        let from = from.min(cap);
+        let end = from.saturating_add(max_slots.max(1)).min(cap);
+        let mut n = 0;
+        for c in from..end {
+            if self.table.is_live(c)
+                && zone.is_none_or(|z| self.table.conns[c as usize].keys[0].zone == z)
+            {
+                self.free_conn(c);
+                n += 1;
+            }
+        }
+        self.counters.flushed += n as u64;
+        (n, (end < cap).then_some(end))
     }
 
     /// Live connections (of `zone`), as `dpctl/dump-conntrack` lists them,

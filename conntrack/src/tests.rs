@@ -1126,3 +1126,29 @@ fn a_dump_taken_in_pages_lists_every_connection_once() {
     // Past the end: empty, and the last page.
     assert_eq!(r.sh.dump_page(None, u32::MAX, 10, r.now), (vec![], None));
 }
+
+#[test]
+fn a_flush_taken_in_pages_removes_exactly_the_zone() {
+    let mut r = Rig::new();
+    for i in 0..300u16 {
+        r.one(&udp((C, 1000 + i), (E, 53)), &commit(i % 3));
+    }
+    let before = r.sh.dump_at(None, r.now);
+    let mut from = 0;
+    let mut n = 0;
+    loop {
+        let (k, next) = r.sh.flush_page(Some(1), from, 100);
+        r.sh.check_invariants().unwrap();
+        n += k;
+        match next {
+            Some(f) => from = f,
+            None => break,
+        }
+    }
+    assert_eq!(n, 100);
+    let after = r.sh.dump_at(None, r.now);
+    let kept: Vec<_> = before.into_iter().filter(|d| d.zone != 1).collect();
+    assert_eq!(after, kept);
+    assert_eq!(r.sh.flush(None, None), 200, "the unpaged flush is one page");
+    assert!(r.sh.is_empty());
+}

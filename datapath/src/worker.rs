@@ -614,8 +614,14 @@ pub enum CtCommand {
         /// First table slot of the page.
         from: u32,
     },
-    /// Delete every connection (of one zone).
-    Flush(Option<u16>),
+    /// Delete every connection (of one zone) in [`DUMP_PAGE_SLOTS`] table
+    /// slots from slot `from` on (see [`WorkerControl::flush_conntrack`]).
+    Flush {
+        /// Zone, or every zone.
+        zone: Option<u16>,
+        /// First table slot of the page.
+        from: u32,
+    },
     /// Delete these connections: (zone, original or reply tuple).
     FlushTuples(Vec<(u16, conntrack::Tuple)>),
     /// Not conntrack, but the same mailbox: the worker's per-flow counters
@@ -637,8 +643,9 @@ pub enum CtReply {
         /// First slot of the next page.
         next: Option<u32>,
     },
-    /// Connections deleted.
-    Flushed(usize),
+    /// Connections deleted, and where the next page of a paged flush
+    /// starts (`None`: done).
+    Flushed(usize, Option<u32>),
     /// Per-flow counters.
     FlowStats(Box<RuleReport>),
     /// The megaflows, and the worker's clock (ms) to age their last use by.
@@ -722,6 +729,26 @@ impl WorkerControl {
             match next {
                 Some(n) => from = n,
                 None => return Some(all),
+            }
+        }
+    }
+
+    /// Delete every connection of the worker's shard (of `zone`), a page
+    /// at a time as [`WorkerControl::dump_conntrack`]; how many. `None` if
+    /// the worker did not answer.
+    pub fn flush_conntrack(&self, zone: Option<u16>, timeout: Duration) -> Option<usize> {
+        let mut n = 0;
+        let mut from = 0;
+        loop {
+            let CtReply::Flushed(k, next) =
+                self.conntrack(CtCommand::Flush { zone, from }, timeout)?
+            else {
+                return None;
+            };
+            n += k;
+            match next {
+                Some(f) => from = f,
+                None => return Some(n),
             }
         }
     }
@@ -1196,11 +1223,15 @@ impl Worker {
                     let (entries, next) = self.ct.dump_page(zone, from, DUMP_PAGE_SLOTS, now);
                     CtReply::Dump { entries, next }
                 }
-                CtCommand::Flush(zone) => CtReply::Flushed(self.ct.flush(zone, None)),
+                CtCommand::Flush { zone, from } => {
+                    let (n, next) = self.ct.flush_page(zone, from, DUMP_PAGE_SLOTS);
+                    CtReply::Flushed(n, next)
+                }
                 CtCommand::FlushTuples(ts) => CtReply::Flushed(
                     ts.into_iter()
                         .map(|(z, t)| self.ct.flush(Some(z), Some(t)))
                         .sum(),
+                    None,
                 ),
                 CtCommand::FlowStats => CtReply::FlowStats(Box::new(self.rule_report())),
                 CtCommand::DumpMegaflows => CtReply::Megaflows {

@@ -310,14 +310,7 @@ pub fn handle(node: &NodeHandle, req: &Value) -> anyhow::Result<(String, Value)>
             Ok((join_lines(&lines), Value::Array(json)))
         }
         "flush-conntrack" => {
-            let n: usize = node
-                .conntrack(&CtCommand::Flush(zone()?))?
-                .into_iter()
-                .map(|r| match r {
-                    CtReply::Flushed(n) => n,
-                    CtReply::Dump { .. } | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
-                })
-                .sum();
+            let n = node.flush_conntrack(zone()?)?;
             Ok((String::new(), json!({"flushed": n})))
         }
         "stats" => {

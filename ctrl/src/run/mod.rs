@@ -219,7 +219,7 @@ impl NodeHandle {
             .conntrack(&CtCommand::FlushTuples(tuples))?
             .into_iter()
             .map(|r| match r {
-                CtReply::Flushed(n) => n,
+                CtReply::Flushed(n, _) => n,
                 CtReply::Dump { .. } | CtReply::FlowStats(_) | CtReply::Megaflows { .. } => 0,
             })
             .sum())
@@ -312,6 +312,18 @@ impl NodeHandle {
             .iter()
             .filter_map(|c| c.snapshot(Duration::from_secs(1)))
             .collect()
+    }
+
+    /// Delete every worker's connections (of `zone`), page by page
+    /// ([`WorkerControl::flush_conntrack`]); how many.
+    pub fn flush_conntrack(&self, zone: Option<u16>) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (w, c) in self.controls.iter().enumerate() {
+            n += c
+                .flush_conntrack(zone, Duration::from_secs(2))
+                .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))?;
+        }
+        Ok(n)
     }
 
     /// Keep the calling thread (and the threads it spawns later) off the
