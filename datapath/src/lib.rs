@@ -8,6 +8,7 @@ pub mod drop;
 pub mod extract;
 pub mod io;
 pub mod key;
+pub mod masked;
 pub mod pipeline;
 pub mod reject;
 pub mod replay;

@@ -48,7 +48,8 @@ pub mod chain;
 pub mod patch;
 pub use chain::{ChainCache, ChainStep, CtAt, CtExpect, Recorder};
 
-use crate::key::{FlowKey, KEY_WORDS};
+use crate::key::{FlowKey, slot};
+use crate::masked::MaskedMap;
 use crate::pipeline::classifier::FlowIdx;
 use crate::pipeline::stats::FlowStat;
 use crate::pipeline::xlate::Xlation;
@@ -62,9 +63,10 @@ pub const SWEEP: usize = 64;
 
 #[derive(Debug)]
 struct Subtable {
-    mask: FlowKey,
-    words: Box<[u8]>,
-    map: HashMap<FlowKey, EntryIdx>,
+    map: MaskedMap<EntryIdx>,
+    /// The recirculation id of every key filed here, when the mask
+    /// matches all of it (see [`MegaflowCache`]'s `by_recirc`).
+    recirc: Option<u16>,
     hits: u64,
 }
 
@@ -147,9 +149,18 @@ const EMC_SLOTS: usize = 8192;
 /// A per-core megaflow cache with an exact-match front.
 #[derive(Debug)]
 pub struct MegaflowCache {
+    /// One per (mask, recirculation id) where the mask matches the whole
+    /// recirculation id (every translation's does: a pass depends on
+    /// it), one per mask otherwise.
     subtables: Vec<Subtable>,
-    /// Probe order: subtable indices, busiest first.
-    order: Vec<u16>,
+    /// Per recirculation id, the subtables of keys with that id: a pass's
+    /// lookup probes only those of its own id, then `any`, instead of
+    /// every mask of every pass (the seven passes of a NodePort SYN have
+    /// as many masks, which every miss used to probe). Busiest first.
+    by_recirc: Vec<Vec<u16>>,
+    /// Subtables whose mask does not match the whole recirculation id
+    /// (probed for every key), busiest first.
+    any: Vec<u16>,
     entries: Vec<Entry>,
     /// Per-rule totals of dropped entries (classifier indices under the
     /// current generation).
@@ -173,7 +184,8 @@ impl MegaflowCache {
     pub fn new(capacity: usize, emc: bool) -> Self {
         MegaflowCache {
             subtables: Vec::new(),
-            order: Vec::new(),
+            by_recirc: Vec::new(),
+            any: Vec::new(),
             entries: Vec::new(),
             folded: HashMap::new(),
             capacity: capacity.max(1),
@@ -225,7 +237,8 @@ impl MegaflowCache {
         self.fold();
         self.epoch += 1;
         self.subtables.clear();
-        self.order.clear();
+        self.by_recirc.clear();
+        self.any.clear();
         self.entries.clear();
         self.hand = 0;
         self.chains.clear();
@@ -315,29 +328,30 @@ impl MegaflowCache {
     /// Look `key` up, returning the entry index.
     #[inline]
     pub fn lookup_idx(&mut self, key: &FlowKey) -> Option<EntryIdx> {
-        if self.emc_enabled {
-            let s = Self::emc_slot(key);
-            if let Some((_, idx, sgen)) = self.emc[s].as_ref().filter(|(k, _, _)| k == key)
-                && self
-                    .entries
-                    .get(*idx as usize)
-                    .is_some_and(|e| e.sgen == *sgen)
-            {
-                self.stats.emc_hits += 1;
-                return Some(*idx);
-            }
+        let emc = if self.emc_enabled {
+            Self::emc_slot(key)
+        } else {
+            0
+        };
+        if self.emc_enabled
+            && let Some((_, idx, sgen)) = self.emc[emc].as_ref().filter(|(k, _, _)| k == key)
+            && self
+                .entries
+                .get(*idx as usize)
+                .is_some_and(|e| e.sgen == *sgen)
+        {
+            self.stats.emc_hits += 1;
+            return Some(*idx);
         }
         let mut found = None;
-        for &o in self.order.iter() {
+        let recirc = key.get(slot::RECIRC_ID) as usize;
+        let own = self.by_recirc.get(recirc).map_or(&[][..], |v| &v[..]);
+        for &o in own.iter().chain(self.any.iter()) {
             let st = &mut self.subtables[o as usize];
             if st.map.is_empty() {
                 continue;
             }
-            let mut m = FlowKey::ZERO;
-            for &w in st.words.iter() {
-                m.w[w as usize] = key.w[w as usize] & st.mask.w[w as usize];
-            }
-            if let Some(idx) = st.map.get(&m) {
+            if let Some(idx) = st.map.get(key) {
                 st.hits += 1;
                 found = Some(*idx);
                 break;
@@ -348,7 +362,7 @@ impl MegaflowCache {
                 self.stats.megaflow_hits += 1;
                 if self.emc_enabled {
                     let sgen = self.entries[idx as usize].sgen;
-                    self.emc[Self::emc_slot(key)] = Some((*key, idx, sgen));
+                    self.emc[emc] = Some((*key, idx, sgen));
                 }
                 Some(idx)
             }
@@ -374,15 +388,14 @@ impl MegaflowCache {
         self.capacity
     }
 
-    /// Every megaflow, subtable by subtable in probe order.
+    /// Every megaflow, subtable by subtable.
     pub fn megaflows(&self) -> impl Iterator<Item = MegaflowInfo<'_>> + '_ {
-        self.order.iter().flat_map(move |&o| {
-            let st = &self.subtables[o as usize];
+        self.subtables.iter().flat_map(move |st| {
             st.map.iter().map(move |(k, i)| {
                 let e = &self.entries[*i as usize];
                 MegaflowInfo {
                     key: *k,
-                    mask: st.mask,
+                    mask: *st.map.mask(),
                     xlation: &e.x,
                     stat: e.stat.get(),
                 }
@@ -404,9 +417,17 @@ impl MegaflowCache {
             .collect()
     }
 
-    /// Number of distinct masks (subtables probed on a miss).
+    /// Number of distinct masks.
     pub fn n_masks(&self) -> usize {
-        self.subtables.iter().filter(|s| !s.map.is_empty()).count()
+        let mut masks: Vec<&FlowKey> = self
+            .subtables
+            .iter()
+            .filter(|s| !s.map.is_empty())
+            .map(|s| s.map.mask())
+            .collect();
+        masks.sort_unstable_by_key(|a| a.w);
+        masks.dedup();
+        masks.len()
     }
 
     fn emc_slot(key: &FlowKey) -> usize {
@@ -458,18 +479,32 @@ impl MegaflowCache {
     #[cold]
     pub fn insert(&mut self, key: &FlowKey, x: Xlation) -> EntryIdx {
         let mask = x.wc;
-        let pos = match self.subtables.iter().position(|s| s.mask == mask) {
+        let full = slot::RECIRC_ID.word_mask();
+        let recirc = (mask.w[slot::RECIRC_ID.word as usize] & full == full)
+            .then(|| key.get(slot::RECIRC_ID) as u16);
+        let pos = match self
+            .subtables
+            .iter()
+            .position(|s| s.recirc == recirc && *s.map.mask() == mask)
+        {
             Some(p) => p,
             None => {
                 self.subtables.push(Subtable {
-                    mask,
-                    words: (0..KEY_WORDS as u8)
-                        .filter(|w| mask.w[*w as usize] != 0)
-                        .collect(),
-                    map: HashMap::new(),
+                    map: MaskedMap::new(mask),
+                    recirc,
                     hits: 0,
                 });
-                self.order.push((self.subtables.len() - 1) as u16);
+                let i = (self.subtables.len() - 1) as u16;
+                match recirc {
+                    Some(r) => {
+                        let r = r as usize;
+                        if self.by_recirc.len() <= r {
+                            self.by_recirc.resize_with(r + 1, Vec::new);
+                        }
+                        self.by_recirc[r].push(i);
+                    }
+                    None => self.any.push(i),
+                }
                 self.subtables.len() - 1
             }
         };
@@ -494,7 +529,7 @@ impl MegaflowCache {
         // walks translating the same pass before either was cached cannot
         // happen on one core, but a replaced slot must not leave a stale
         // map entry behind): the map points at the new slot.
-        if let Some(old) = self.subtables[pos].map.insert(masked, idx)
+        if let Some(old) = self.subtables[pos].map.insert(&masked, idx)
             && old != idx
         {
             self.entries[old as usize].sgen = self.entries[old as usize].sgen.wrapping_add(1);
@@ -508,8 +543,13 @@ impl MegaflowCache {
         // by hit count for the same reason).
         if self.stats.inserts.is_multiple_of(1024) {
             let subtables = &self.subtables;
-            self.order
-                .sort_by_key(|&o| std::cmp::Reverse(subtables[o as usize].hits));
+            for l in self
+                .by_recirc
+                .iter_mut()
+                .chain(std::iter::once(&mut self.any))
+            {
+                l.sort_by_key(|&o| std::cmp::Reverse(subtables[o as usize].hits));
+            }
         }
         idx
     }

@@ -34,6 +34,7 @@ use hashbrown::{HashMap, HashSet};
 use super::ir::{Action, Flow, Match};
 use super::prefix::{PrefixSet, prefix_len, prefix_mask};
 use crate::key::{self, FlowKey, KEY_WORDS, Slot, reg_slot, slot};
+use crate::masked::MaskedMap;
 
 /// OVS's classifier segments (`FLOW_SEGMENT_*_ENDS_AT` in
 /// `include/openvswitch/flow.h`), as bits of flowpath's key: metadata
@@ -184,7 +185,7 @@ struct Subtable {
     words: Box<[u8]>,
     max_priority: u16,
     /// Masked key -> entries, highest priority first.
-    map: HashMap<FlowKey, Vec<Entry>>,
+    map: MaskedMap<Vec<Entry>>,
     /// Stage ranges with mask bits (OVS's `index_maps`): every one but the
     /// last has an index.
     ranges: Box<[Range]>,
@@ -234,7 +235,7 @@ impl Subtable {
             mask,
             words: words_of(&mask),
             max_priority: 0,
-            map: HashMap::new(),
+            map: MaskedMap::new(mask),
             indices: Box::new([]),
             ranges: ranges.into_boxed_slice(),
             trie_plen,
@@ -271,14 +272,6 @@ impl Subtable {
             fold(wc, &r.mask, &r.words);
         }
     }
-
-    fn masked(&self, key: &FlowKey) -> FlowKey {
-        let mut m = FlowKey::ZERO;
-        for &w in self.words.iter() {
-            m.w[w as usize] = key.w[w as usize] & self.mask.w[w as usize];
-        }
-        m
-    }
 }
 
 /// One OpenFlow table.
@@ -314,7 +307,7 @@ impl Table {
             let Match { value, mask } = flow.matches;
             let st = by_mask.entry(mask).or_insert_with(|| Subtable::new(mask));
             st.max_priority = st.max_priority.max(flow.priority);
-            st.map.entry(value).or_default().push(Entry {
+            st.map.get_or_default(&value).push(Entry {
                 priority: flow.priority,
                 flow: idx,
                 conj,
@@ -419,7 +412,7 @@ impl Table {
             st.fold_ranges(wc, n);
             return None;
         }
-        match st.map.get(&st.masked(key)) {
+        match st.map.get(key) {
             None if st.ports_plen > 0 => {
                 // No rule, and the last stage has ports: only the leading
                 // port bits that decide it (OVS's ports trie).

@@ -16,7 +16,7 @@ use super::Pipeline;
 use super::classifier::FlowIdx;
 use super::learn::{LearnEvent, REFRESH_MS};
 use super::stats::FlowStat;
-use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate};
+use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate, xlate_into};
 use crate::cache::{ChainStep, CtAt, CtExpect, MegaflowCache, Recorder};
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
@@ -138,6 +138,9 @@ pub struct Scratch {
     /// classifier indices under the engine's pipeline
     /// ([`crate::pipeline::stats`]; cached passes count in the cache).
     pub uncached_rules: HashMap<FlowIdx, FlowStat>,
+    /// The translation buffer of cache misses (the cache keeps a compact
+    /// copy).
+    xl: Xlation,
 }
 
 /// Queue `x`'s learn events (the fin_timeouts only for a TCP FIN/RST).
@@ -248,7 +251,11 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             (Some(c), false) => {
                 let idx = match c.lookup_idx(&key) {
                     Some(i) => i,
-                    None => c.insert(&key, xlate(self.pipeline, self.ports, &key, table, None)),
+                    None => {
+                        let xl = &mut self.scratch.xl;
+                        xlate_into(self.pipeline, self.ports, &key, table, None, xl);
+                        c.insert(&key, xl.compact())
+                    }
                 };
                 for n in &c.entry(idx).notes {
                     self.stats.drops.bump(*n);

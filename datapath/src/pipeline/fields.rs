@@ -158,6 +158,17 @@ impl FieldDef {
         }
     }
 
+    /// Set the key bits of `mask` (user-visible) to one, leaving the others
+    /// (un-wildcarding `mask` in a wildcard mask).
+    #[inline]
+    pub fn or_mask(&self, k: &mut FlowKey, mask: u128) {
+        let v = mask >> self.user_shift;
+        k.set(self.slot, k.get(self.slot) | v as u64);
+        if let Some(h) = self.hi {
+            k.set(h, k.get(h) | (v >> 64) as u64);
+        }
+    }
+
     /// Write `v` under `mask` (both user-visible): only mask bits change.
     #[inline]
     pub fn write_masked(&self, k: &mut FlowKey, v: u128, mask: u128) {

@@ -39,6 +39,10 @@ pub struct Pipeline {
     pub tables: Arc<Vec<Table>>,
     /// Groups by id.
     pub groups: Arc<HashMap<u32, Group>>,
+    /// Per group, each bucket's actions reordered as the OpenFlow action
+    /// set translation runs ([`xlate::action_set`]), computed once here
+    /// instead of per translation.
+    bucket_sets: Arc<HashMap<u32, Vec<Vec<ir::Action>>>>,
     /// Flows added by `learn` actions ([`learn`]).
     pub learned: Arc<learn::Learned>,
     /// The static flows by OVS's rule identity (table, priority, match):
@@ -85,7 +89,14 @@ impl Pipeline {
                 )
             })
             .collect();
-        let groups = groups.into_iter().map(|g| (g.id, g)).collect();
+        let groups: HashMap<u32, Group> = groups.into_iter().map(|g| (g.id, g)).collect();
+        let bucket_sets = groups
+            .iter()
+            .map(|(id, g)| {
+                let sets = g.buckets.iter().map(|b| xlate::action_set(&b.actions));
+                (*id, sets.collect())
+            })
+            .collect();
         let timed = flows
             .iter()
             .enumerate()
@@ -96,6 +107,7 @@ impl Pipeline {
             flows: Arc::new(flows),
             tables: Arc::new(tables),
             groups: Arc::new(groups),
+            bucket_sets: Arc::new(bucket_sets),
             learned: Arc::default(),
             timed: Arc::new(timed),
             index: Arc::new(index),
@@ -142,6 +154,17 @@ impl Pipeline {
             learned,
             ..self.clone()
         }
+    }
+
+    /// Bucket `i` of group `id` as an OpenFlow action set (see
+    /// [`xlate::action_set`]); empty for a bucket or group that does not
+    /// exist.
+    #[inline]
+    pub fn bucket_set(&self, id: u32, i: usize) -> &[ir::Action] {
+        self.bucket_sets
+            .get(&id)
+            .and_then(|s| s.get(i))
+            .map_or(&[], |s| &s[..])
     }
 
     /// The flow a classifier index names: static, or learned

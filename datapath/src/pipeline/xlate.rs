@@ -105,6 +105,35 @@ pub struct Xlation {
 }
 
 impl Xlation {
+    /// Empty it, keeping the vectors' capacity.
+    pub fn clear(&mut self) {
+        self.actions.clear();
+        self.wc = FlowKey::ZERO;
+        self.error = None;
+        self.notes.clear();
+        self.learns.clear();
+        self.learned_hits.clear();
+        self.fins.clear();
+        self.reported_ms = 0;
+        self.rules.clear();
+    }
+
+    /// A copy whose vectors are exactly as long as their contents (one
+    /// allocation per non-empty vector: what a cache keeps per megaflow).
+    pub fn compact(&self) -> Xlation {
+        Xlation {
+            actions: self.actions.as_slice().to_vec(),
+            wc: self.wc,
+            error: self.error,
+            notes: self.notes.as_slice().to_vec(),
+            learns: self.learns.as_slice().to_vec(),
+            learned_hits: self.learned_hits.as_slice().to_vec(),
+            fins: self.fins.as_slice().to_vec(),
+            reported_ms: self.reported_ms,
+            rules: self.rules.as_slice().to_vec(),
+        }
+    }
+
     /// Whether the pass has anything to report to the learned-flow owner.
     #[inline]
     pub fn has_learn_events(&self) -> bool {
@@ -170,7 +199,7 @@ struct Ctx<'a, P: PortSet + ?Sized> {
     ports: &'a P,
     flow: FlowKey,
     base: FlowKey,
-    out: Xlation,
+    out: &'a mut Xlation,
     depth: u32,
     /// Nesting for trace indentation (every resubmit and bucket).
     indent: u32,
@@ -189,12 +218,29 @@ pub fn xlate<P: PortSet + ?Sized>(
     table: u8,
     trace: Option<&mut Vec<TraceEvent>>,
 ) -> Xlation {
+    let mut out = Xlation::default();
+    xlate_into(p, ports, key, table, trace, &mut out);
+    out
+}
+
+/// [`xlate`] into `out` (cleared first), so that a caller translating
+/// many passes reuses its vectors; [`Xlation::compact`] copies a result
+/// out at its exact size.
+pub fn xlate_into<P: PortSet + ?Sized>(
+    p: &Pipeline,
+    ports: &P,
+    key: &FlowKey,
+    table: u8,
+    trace: Option<&mut Vec<TraceEvent>>,
+    out: &mut Xlation,
+) {
+    out.clear();
     let mut ctx = Ctx {
         p,
         ports,
         flow: *key,
         base: *key,
-        out: Xlation::default(),
+        out,
         depth: 0,
         indent: 0,
         resubmits: 0,
@@ -211,7 +257,6 @@ pub fn xlate<P: PortSet + ?Sized>(
     if ctx.out.error.is_some() {
         ctx.out.actions.clear();
     }
-    ctx.out
 }
 
 impl<P: PortSet + ?Sized> Ctx<'_, P> {
@@ -483,11 +528,7 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
     }
 
     fn unwildcard(&mut self, f: &fields::FieldDef, mask: u128) {
-        let mut tmp = FlowKey::ZERO;
-        f.write(&mut tmp, mask);
-        for i in 0..key::KEY_WORDS {
-            self.out.wc.w[i] |= tmp.w[i];
-        }
+        f.or_mask(&mut self.out.wc, mask);
     }
 
     fn read_sub(&mut self, sf: &SubField) -> u128 {
@@ -610,18 +651,18 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
         }
         match g.kind {
             GroupType::All => {
-                for b in &g.buckets {
-                    self.bucket(&b.actions);
+                for i in 0..g.buckets.len() {
+                    self.bucket(p.bucket_set(id, i));
                 }
             }
             GroupType::Indirect | GroupType::FastFailover => {
-                if let Some(b) = g.buckets.first() {
-                    self.bucket(&b.actions);
+                if !g.buckets.is_empty() {
+                    self.bucket(p.bucket_set(id, 0));
                 }
             }
             GroupType::Select => {
                 if let Some(i) = self.select_bucket(g) {
-                    self.bucket(&g.buckets[i].actions);
+                    self.bucket(p.bucket_set(id, i));
                 }
             }
         }
@@ -700,14 +741,14 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
         }
     }
 
-    /// Execute a bucket as an OpenFlow action set, then roll the flow back
-    /// (OVS: "equivalent to cloning the packet for each bucket").
-    fn bucket(&mut self, actions: &[Action]) {
+    /// Execute a bucket's action set (the bucket's actions reordered by
+    /// [`action_set`], precomputed in the pipeline), then roll the flow
+    /// back (OVS: "equivalent to cloning the packet for each bucket").
+    fn bucket(&mut self, set: &[Action]) {
         let old = self.flow;
-        let set = action_set(actions);
         self.depth += 1;
         self.indent += 1;
-        self.do_actions(&set);
+        self.do_actions(set);
         self.indent -= 1;
         self.depth -= 1;
         self.flow = old;
