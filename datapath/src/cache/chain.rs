@@ -182,6 +182,10 @@ pub struct Recorder {
     pub pending: CtExpect,
     /// The `ct()` before the next pass (set at a recirculation).
     pub pending_ct: CtAt,
+    /// Conntrack answered `+new` at a recirculation: the chain replays
+    /// only while it keeps answering so (a retransmitted SYN, a one-way UDP
+    /// stream), not for the connection's later packets.
+    pub met_new: bool,
     len: usize,
     steps: [ChainStep; MAX_PASSES],
     /// The packet's layout and length before the walk, and its first
@@ -198,6 +202,7 @@ impl Recorder {
             epoch,
             pending: CtExpect::default(),
             pending_ct: CtAt::default(),
+            met_new: false,
             len: 0,
             steps: [ChainStep::default(); MAX_PASSES],
             start: None,

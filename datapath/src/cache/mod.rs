@@ -142,6 +142,65 @@ pub struct CacheStats {
     pub chain_stale: u64,
     /// Chains evicted to make room (CLOCK).
     pub chain_evictions: u64,
+    /// Walks into a new connection not recorded as chains: the first
+    /// sighting of their key (see [`NewWalks`]).
+    pub chain_deferred: u64,
+}
+
+/// Slots of [`NewWalks`] (a power of two).
+const NEW_WALK_SLOTS: usize = 8192;
+
+/// First sightings of walks that met `+new` at a recirculation. Such a
+/// walk's chain replays only while conntrack keeps answering `+new`: a
+/// TCP connection's next packet (the handshake's ACK) is established and
+/// would diverge from it, so recording every SYN's chain cost a chain
+/// insert per new connection (and chain cache room) for nothing but
+/// retransmissions. The first such walk of a first-pass key is only noted
+/// here (a key hash in a direct-mapped slot); a second one (a retransmitted
+/// SYN, the next packet of a one-way UDP stream, still `+new` in OVS) is
+/// recorded and replays from the third. A slot overwritten in between only
+/// defers recording again; walks that did not meet `+new` (established,
+/// replies) are recorded at once as before.
+#[derive(Debug)]
+pub struct NewWalks {
+    slots: Box<[u64]>,
+    seed: u64,
+}
+
+impl Default for NewWalks {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        NewWalks {
+            slots: vec![0; NEW_WALK_SLOTS].into_boxed_slice(),
+            seed: hashbrown::DefaultHashBuilder::default().hash_one(0u64) | 1,
+        }
+    }
+}
+
+impl NewWalks {
+    /// Whether `key`'s walk into a new connection was noted before (and its
+    /// slot not taken since); notes it when not.
+    pub fn seen_again(&mut self, key: &FlowKey) -> bool {
+        let mut h = self.seed;
+        for w in key.w.iter() {
+            let p = ((h ^ *w) as u128) * (self.seed as u128);
+            h = (p as u64) ^ ((p >> 64) as u64);
+        }
+        let h = h | 1;
+        let s = &mut self.slots[(h as usize) & (NEW_WALK_SLOTS - 1)];
+        if *s == h {
+            *s = 0;
+            true
+        } else {
+            *s = h;
+            false
+        }
+    }
+
+    /// Forget every sighting.
+    pub fn clear(&mut self) {
+        self.slots.fill(0);
+    }
 }
 
 const EMC_SLOTS: usize = 8192;
@@ -173,6 +232,8 @@ pub struct MegaflowCache {
     emc_enabled: bool,
     /// Whole-walk chains over this cache's entries.
     pub chains: ChainCache,
+    /// First sightings of walks into new connections (not recorded).
+    pub new_walks: NewWalks,
     /// Counters.
     pub stats: CacheStats,
 }
@@ -199,6 +260,7 @@ impl MegaflowCache {
             },
             emc_enabled: emc,
             chains: ChainCache::new(capacity),
+            new_walks: NewWalks::default(),
             stats: CacheStats::default(),
         }
     }
@@ -242,6 +304,7 @@ impl MegaflowCache {
         self.entries.clear();
         self.hand = 0;
         self.chains.clear();
+        self.new_walks.clear();
         for e in self.emc.iter_mut() {
             *e = None;
         }
