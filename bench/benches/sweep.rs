@@ -23,6 +23,10 @@
 //! divided by its capacity, and per NodePort connection (three conntrack
 //! connections, one per zone).
 //!
+//! With `FLOWPATH_SWEEP=summary` in the environment only the in-run
+//! summary of the established points runs (no criterion groups, no
+//! new-connection figure): the quick way to compare two builds.
+//!
 //! `cargo bench -p bench --bench sweep` (about 1 minute after the build;
 //! on a shared machine run the built binary pinned and SCHED_FIFO:
 //! `chrt -f 10 taskset -c 1 target/release/deps/sweep-* --bench`); under
@@ -41,6 +45,7 @@ use datapath::cache::MegaflowCache;
 use datapath::pipeline::Pipeline;
 use datapath::pipeline::exec::{Engine, ExecStats, Scratch};
 use datapath::wire::build::{ACK, PSH, PacketBuilder, SYN};
+use datapath::worker::WorkerConfig;
 
 const EXT_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0xca, 0x77];
 const UPLINK_MAC: [u8; 6] = [0x00, 0x50, 0x56, 0xa7, 0x35, 0x0b];
@@ -102,7 +107,11 @@ impl<'a> Core<'a> {
         Core {
             p,
             ct: Shard::new(CtConfig::with_capacity(cap)),
-            cache: MegaflowCache::new(65536, true),
+            // A worker's defaults (65,536 megaflows, 131,072 chains).
+            cache: {
+                let w = WorkerConfig::default();
+                MegaflowCache::new(w.cache_capacity, w.emc).with_chain_capacity(w.chain_capacity)
+            },
             stats: ExecStats::default(),
             scratch: Scratch::default(),
             buf: Vec::with_capacity(128),
@@ -303,6 +312,11 @@ fn sweeps(c: &mut Criterion) {
         );
     }
 
+    let summary_only = std::env::var("FLOWPATH_SWEEP").is_ok_and(|v| v == "summary");
+    if summary_only {
+        summarize(&mut points, None);
+        return;
+    }
     let mut g = c.benchmark_group("established");
     g.throughput(Throughput::Elements(1));
     for (id, (_, e)) in ids.iter().zip(points.iter_mut()) {
@@ -338,7 +352,27 @@ fn sweeps(c: &mut Criterion) {
         .fold(f64::MAX, f64::min);
     assert_eq!(nc.core.ct.counters().nat_exhausted, 0);
     drop(nc);
-    let best = interleaved(&mut points);
+    summarize(&mut points, Some(new_ns));
+}
+
+/// The in-run summary: the established points interleaved, the new
+/// connection figure (when measured) and the conntrack table's memory.
+fn summarize(points: &mut [(String, Established<'_>)], new_ns: Option<f64>) {
+    let best = interleaved(points);
+    let mut chain_bytes = Vec::new();
+    for (name, e) in points.iter() {
+        let s = e.core.cache.stats;
+        chain_bytes.push(format!(
+            "{name}: {} chains, {} megaflows, chain stats hits {} stale {} diverged {} evictions {} (megaflow evictions {})",
+            e.core.cache.chains.len(),
+            e.core.cache.len(),
+            s.chain_hits,
+            s.chain_stale,
+            s.chain_diverged,
+            s.chain_evictions,
+            s.evictions
+        ));
+    }
 
     // Memory: what a table of `cap` connections really allocates.
     let cap = if bench::quick() { 1 << 14 } else { 1 << 20 };
@@ -363,11 +397,16 @@ fn sweeps(c: &mut Criterion) {
             ns / base
         );
     }
-    eprintln!(
-        "| new connection (SYN: 3 conntrack commits + SNAT port), {CONN_SWEEP_SERVICES} Services | {new_ns:.0} | {:.3} M conns/s/core | {:.2}x |",
-        1e3 / new_ns,
-        new_ns / base
-    );
+    if let Some(new_ns) = new_ns {
+        eprintln!(
+            "| new connection (SYN: 3 conntrack commits + SNAT port), {CONN_SWEEP_SERVICES} Services | {new_ns:.0} | {:.3} M conns/s/core | {:.2}x |",
+            1e3 / new_ns,
+            new_ns / base
+        );
+    }
+    for l in &chain_bytes {
+        eprintln!("{l}");
+    }
     eprintln!(
         "memory: conntrack table of {cap} connections allocates {table} bytes = {per_conn:.1} bytes per tracked connection \
          (the shard's own figure: {own}); a NodePort connection is 3 of them: {:.0} bytes",
