@@ -8,8 +8,9 @@
 //! - `established/connections/N`: 100 Services (20 NodePorts), N = 1,
 //!   1,000, 100,000, 1,000,000 established connections spread over the
 //!   NodePorts (at most 50,000 per NodePort: Antrea SNATs each to the one
-//!   gateway IP towards the Service's virtual IP, ~64.5k source ports);
-//!   packets visit the connections in a pseudo-random order.
+//!   gateway IP towards the Service's virtual IP, ~64.5k source ports),
+//!   each of which sent a data packet before (untimed); packets visit the
+//!   connections in a pseudo-random order.
 //! - `new_connection/syn_3_zones_snat`: a SYN of a fresh connection through the same
 //!   chain: three conntrack commits (zones 52100, 52200, 65500) and an SNAT
 //!   port allocation -> new connections per second per core.
@@ -164,6 +165,13 @@ impl<'a> Established<'a> {
             pkts.extend_from_slice(&tcp(i, np, PSH | ACK));
         }
         assert_eq!(core.ct.len(), 3 * n, "three conntrack connections each");
+        // Every connection has sent data before (as in a steady state):
+        // the measured packets replay what their connection recorded
+        // instead of mostly being first visits.
+        for i in 0..n {
+            let p = &pkts[i * stride..(i + 1) * stride];
+            assert_eq!(core.run(p), UPLINK, "data packet {i} forwarded");
+        }
         assert_eq!(core.ct.counters().nat_exhausted, 0);
         // A pseudo-random visiting order over every connection.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -363,8 +371,9 @@ fn summarize(points: &mut [(String, Established<'_>)], new_ns: Option<f64>) {
     for (name, e) in points.iter() {
         let s = e.core.cache.stats;
         chain_bytes.push(format!(
-            "{name}: {} chains, {} megaflows, chain stats hits {} stale {} diverged {} evictions {} (megaflow evictions {})",
+            "{name}: {} chains ({} bytes), {} megaflows, chain stats hits {} stale {} diverged {} evictions {} (megaflow evictions {})",
             e.core.cache.chains.len(),
+            e.core.cache.chains.bytes(),
             e.core.cache.len(),
             s.chain_hits,
             s.chain_stale,
