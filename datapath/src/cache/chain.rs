@@ -32,21 +32,40 @@
 //! rewrites change neither.
 //!
 //! Compiled chains: when every `ct()` of the walk recirculates as its
-//! pass's last action and the packet is an unfragmented IPv4 TCP or UDP
-//! packet, recording also runs the walk's `Set` actions and NAT rewrites on
-//! a copy of its headers and cuts a [`Patch`] wherever the walk needs the
-//! bytes (each output and REJECT, and the end): the changed bytes and one
+//! pass's last action, the packet is an unfragmented IPv4 TCP or UDP
+//! packet and no `ct()` answered `+new`, recording turns the walk into a
+//! self-contained program ([`Compiled`]): a flat list of [`Op`]s (notes,
+//! outputs, REJECTs, punts, `ct_clear`, forgetting the cached connection,
+//! and each `ct()` with its call, recorded answer, tuple and connection
+//! hint), so a replay neither reads megaflow entries nor walks their
+//! action lists, and evicting megaflows (a per-connection select-group
+//! pass makes one per connection) leaves compiled chains valid. The
+//! walk's `Set` actions and NAT rewrites run on a copy of its headers at
+//! recording, which cuts a [`Patch`] wherever the walk needs the bytes
+//! (each output and REJECT, and the end): the changed bytes and one
 //! checksum delta each for IPv4 and TCP/UDP (see [`super::patch`] for why
 //! that is bit-exact). A replay of a compiled chain (for a packet with the
 //! recorded header offsets) executes no rewrite: it applies the next patch
-//! at each output. Where conntrack answers otherwise, the rewrites since
-//! the last patch are run for real before the walk continues on the
-//! ordinary path. Walks in which conntrack answered `+new` are not
-//! compiled: a TCP connection's next packet diverges from them (only
-//! retransmissions replay them), so new connections do not pay for
-//! compiling; a one-way UDP flow replays them uncompiled. Debug builds run
-//! the rewrites alongside every compiled replay and compare the bytes at
-//! each patch.
+//! at each output. Each `ct()` also keeps a catch-up patch (the bytes just
+//! before it) and the metadata its recirculation froze: where conntrack
+//! answers otherwise, the catch-up patch and conntrack's rewrite bring the
+//! bytes to where the ordinary path has them and the walk continues on the
+//! ordinary path from that recirculation. Walks in which conntrack
+//! answered `+new` are not compiled: a TCP connection's next packet
+//! diverges from them (only retransmissions replay them), so new
+//! connections do not pay for compiling; a one-way UDP flow replays them
+//! uncompiled, from their megaflow entries. Debug builds keep the walk's
+//! `Set`s, run them alongside every compiled replay and compare the bytes
+//! at each patch and the tuple at each `ct()`.
+//!
+//! Statistics: an uncompiled replay credits each pass's megaflow entry as
+//! the ordinary path does. A compiled chain counts its packets once per
+//! walk and is credited to the rules of all its passes (a rule hit by two
+//! passes twice) when it is dropped or the counts are read
+//! ([`ChainCache::rule_counts_into`]); a replay that stops part way
+//! credits the rules of the passes it ran. `dump-megaflows` adds a
+//! compiled chain's packets to the megaflows its walk ran while they stay
+//! cached (an evicted megaflow's share shows in the rules' counts only).
 //!
 //! Walks that fork (a `ct(table=N)` that is not its pass's last action), that
 //! are traced, or whose passes carry learn bookkeeping (`learn()` actions,
@@ -56,46 +75,54 @@
 //! replay; recording costs a new connection ~4% of its instructions).
 //!
 //! Owner and invalidation: the chain cache lives inside [`MegaflowCache`]
-//! (one per worker) and refers to its entries by index and slot generation:
-//! a chain one of whose megaflows was evicted is stale, found so at lookup
-//! (one generation compare per pass) and dropped; a cache clear (pipeline
-//! generation change) drops every chain.
+//! (one per worker). An uncompiled chain refers to its megaflow entries
+//! by index and slot generation: one of whose megaflows was evicted is
+//! stale, found so at lookup (one generation compare per pass) and
+//! dropped. A cache clear (pipeline generation change) drops every chain,
+//! compiled or not.
 //!
 //! Eviction: at most `capacity` chains, in a slab of slots indexed by key;
-//! their steps, patches and chunks live in three arenas. When the cache is
-//! full, an insert looks at up to [`super::SWEEP`] chains from a CLOCK
-//! hand and evicts the first one not replayed for [`CHAIN_IDLE_MS`]; if
-//! there is none, the walk is not recorded (and no sweep is tried again
-//! within the same millisecond). So chains of connections that ended make
-//! room for new ones after two idle seconds, while a working set of live
-//! connections larger than the cache keeps replaying `capacity` of them
-//! instead of evicting each chain just before its next use (100,000
-//! established flows visited round robin against 65,536 chains would
-//! otherwise never replay). Removed chains leave their ranges in the
-//! arenas; an arena that runs out of room is compacted (the live chains'
-//! ranges copied to the front), which the bounds (the most every live
-//! chain could need) make rare.
+//! their steps, programs, patches and chunks live in arenas. When the
+//! cache is full, an insert looks at up to [`super::SWEEP`] chains from a
+//! CLOCK hand and evicts the first one not replayed for [`CHAIN_IDLE_MS`]
+//! or recorded from a `+new` answer and never replayed (a TCP SYN's walk:
+//! its connection's next packet takes another); if there is none, the
+//! walk is not recorded (and no sweep is tried again within the same
+//! millisecond). So chains of connections that ended make room for new
+//! ones after two idle seconds, while a working set of live connections
+//! larger than the cache keeps replaying `capacity` of them instead of
+//! evicting each chain just before its next use (100,000 established
+//! flows visited round robin against 65,536 chains would otherwise never
+//! replay). Removed chains leave their ranges in the arenas; once they
+//! hold more dead elements than live ones plus a slack, an insert
+//! compacts them (the live chains' ranges copied to the front), so
+//! compaction costs O(1) amortised per chain.
 //!
-//! Memory: one chain costs its key (168 bytes), a slot and an index entry
-//! (~30 bytes) and 128 bytes per pass, plus for a compiled chain 12 bytes
-//! per patch and 24 per changed 8-byte window (about 900 bytes for the
-//! four-pass NodePort walk of an established packet, compiled); the slab
-//! and arenas grow as chains are recorded, up to the capacity.
+//! Memory: a chain costs its slot (280 bytes, the 168-byte key included)
+//! and an index entry (~5 bytes); an uncompiled one 128 bytes per pass, a
+//! compiled one instead 8 bytes per op, 320 per `ct()`, 12 per patch, 24
+//! per changed 8-byte window, 4 per rule and 8 per pass (the NodePort
+//! walk of an established packet: ~1.6 kB; [`ChainCache::bytes`]
+//! measures it). The
+//! slab and arenas grow as chains are recorded, up to the capacity.
 //!
 //! [`MegaflowCache`]: super::MegaflowCache
 
 use std::cell::Cell;
 use std::hash::BuildHasher;
 
-use conntrack::{ConnHint, PktCtMeta, Rewrite, Tuple, cs};
-use hashbrown::{DefaultHashBuilder, HashTable};
+use conntrack::{ConnHint, CtCall, PktCtMeta, Rewrite, Tuple, cs};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::EntryIdx;
 use super::patch::{Chunk, MAX_HDR, Patch, Shape, Sim};
+use crate::drop::DropReason;
 use crate::extract::Layout;
-use crate::key::FlowKey;
-use crate::pipeline::exec::MAX_RECIRC_DEPTH;
-use crate::pipeline::xlate::{DpAction, Xlation};
+use crate::key::{FlowKey, slot};
+use crate::pipeline::classifier::FlowIdx;
+use crate::pipeline::exec::{MAX_RECIRC_DEPTH, rewrites_conn_key};
+use crate::pipeline::stats::FlowStat;
+use crate::pipeline::xlate::{DpAction, Recirc, Xlation};
 
 /// Most passes a chain can hold: the first plus one per recirculation.
 pub const MAX_PASSES: usize = MAX_RECIRC_DEPTH as usize + 1;
@@ -240,16 +267,144 @@ impl Recorder {
     }
 }
 
-/// Where a chain lives in the arenas.
+/// One operation of a compiled chain's program (see [`Compiled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Count a pass's note (a skipped output and the like).
+    Note(DropReason),
+    /// The pass failed to translate: the packet is dropped (the walk ends;
+    /// the bytes get the next patch).
+    Error(DropReason),
+    /// Apply the next patch and transmit on the port; `last`: the last
+    /// action of its pass, and so of the walk.
+    Output {
+        /// OpenFlow port.
+        port: u32,
+        /// Nothing uses the bytes after it ([`crate::pipeline::exec::Sink::output_last`]).
+        last: bool,
+    },
+    /// Apply the next patch and answer the REJECT.
+    Reject,
+    /// A controller punt.
+    Punt,
+    /// `ct_clear`.
+    CtClear,
+    /// A header rewrite that changes what conntrack keys on: the packet's
+    /// cached connection is forgotten, as in OVS.
+    ForgetConn,
+    /// The `ct()` (`cts[i]`) that ends a pass and recirculates.
+    Ct(u8),
+    /// Debug builds: a `Set` (`sets[i]`) the shadow check runs.
+    #[cfg(debug_assertions)]
+    Set(u32),
+}
+
+/// Metadata a recirculation freezes, enough to continue the walk on the
+/// ordinary path where a replay diverges (see `restore_metadata` in
+/// `pipeline::exec`): in_port, registers, pkt_mark, OpenFlow metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Table the next pass starts in.
+    pub table: u8,
+    in_port: u32,
+    pkt_mark: u32,
+    metadata: u64,
+    regs: [u64; 8],
+}
+
+impl Resume {
+    fn of(r: &Recirc) -> Resume {
+        let f = &r.frozen;
+        let mut regs = [0; 8];
+        regs.copy_from_slice(&f.w[7..=14]);
+        Resume {
+            table: r.table,
+            in_port: f.get(slot::IN_PORT) as u32,
+            pkt_mark: f.get(slot::PKT_MARK) as u32,
+            metadata: f.get(slot::METADATA),
+            regs,
+        }
+    }
+
+    /// The recirculation: its table and a frozen flow carrying every field
+    /// a recirculated pass takes from it.
+    pub fn recirc(&self) -> Recirc {
+        let mut frozen = FlowKey::ZERO;
+        frozen.w[7..=14].copy_from_slice(&self.regs);
+        frozen.set(slot::IN_PORT, u64::from(self.in_port));
+        frozen.set(slot::PKT_MARK, u64::from(self.pkt_mark));
+        frozen.set(slot::METADATA, self.metadata);
+        Recirc {
+            table: self.table,
+            frozen,
+        }
+    }
+}
+
+/// A compiled chain's `ct()`: the call, what conntrack answered when the
+/// walk was recorded, on which tuple and connection, and what a replay
+/// needs where conntrack answers otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct CtOp {
+    /// The `ct()` parameters.
+    pub call: CtCall,
+    /// Conntrack's recorded answer (the next pass depends on it).
+    pub expect: CtExpect,
+    /// The tuple the packet has at this `ct()` and the connection found.
+    pub at: CtAt,
+    /// The bytes just before this `ct()`, from where the last output's
+    /// patch left them: applied only when the replay diverges here.
+    pub catchup: Patch,
+    /// How many of the chain's rules belong to the passes up to this
+    /// `ct()` (credited when the replay stops here).
+    pub rules_upto: u16,
+    /// Where the walk continues when the replay diverges here.
+    pub resume: Resume,
+}
+
+/// Where a compiled chain lives in the arenas.
+#[derive(Debug, Clone, Copy)]
+struct ProgRef {
+    shape: Shape,
+    ops: (u32, u16),
+    cts: (u32, u8),
+    patches: (u32, u8),
+    rules: (u32, u16),
+    /// The megaflow entries (and their slot generations) the walk ran, for
+    /// `dump-megaflows` only.
+    refs: (u32, u8),
+    #[cfg(debug_assertions)]
+    sets: (u32, u16),
+}
+
+/// Where a chain lives in the arenas: recorded steps (a chain that is not
+/// compiled replays its megaflows' actions), or a compiled program.
 #[derive(Debug, Clone, Copy)]
 struct ChainRef {
-    start: u32,
-    len: u8,
-    /// Patches (`patches[p..p + n]`) and the shape they were cut for, when
-    /// the chain's rewrites could be precomputed.
-    prog: Option<(Shape, u32, u8)>,
+    /// `steps[s..s + n]` (uncompiled chains only).
+    steps: (u32, u8),
+    prog: Option<ProgRef>,
     /// The patches' chunks: `chunks[c..c + n]` (patches index into it).
     chunks: (u32, u32),
+    /// A conntrack answer of the walk was `+new`.
+    new: bool,
+}
+
+impl ChainRef {
+    /// Arena elements it holds (for the compaction bookkeeping).
+    fn units(&self) -> usize {
+        let p = self.prog.map_or(0, |p| {
+            let u = p.ops.1 as usize
+                + p.cts.1 as usize
+                + p.patches.1 as usize
+                + p.rules.1 as usize
+                + p.refs.1 as usize;
+            #[cfg(debug_assertions)]
+            let u = u + p.sets.1 as usize;
+            u
+        });
+        self.steps.1 as usize + self.chunks.1 as usize + p
+    }
 }
 
 /// One chain's slot.
@@ -260,6 +415,11 @@ struct Slot {
     r: Option<ChainRef>,
     /// The engine clock (ms) when it was recorded or last replayed.
     used_ms: Cell<u64>,
+    /// Replayed at least once.
+    replayed: Cell<bool>,
+    /// A compiled chain's packets (its whole walk), credited to its rules
+    /// when it is dropped or the counts are read.
+    stat: Cell<FlowStat>,
 }
 
 /// A chain replayed within this long (ms) is never evicted: when the cache
@@ -269,29 +429,42 @@ pub const CHAIN_IDLE_MS: u64 = 2_000;
 
 /// A recorded chain.
 #[derive(Debug, Clone, Copy)]
-pub struct Chain<'a> {
-    /// Its passes.
-    pub steps: &'a [ChainStep],
-    /// Its precomputed rewrites, if any.
-    pub prog: Option<Prog<'a>>,
+pub enum Chain<'a> {
+    /// Not compiled: its passes, replayed from their megaflow entries.
+    Steps(&'a [ChainStep]),
+    /// Compiled: a self-contained program.
+    Compiled(Compiled<'a>),
 }
 
-/// A chain's precomputed rewrites: one [`Patch`] per output (or REJECT) of
-/// the walk, in order, plus one for the end of the walk when rewrites
-/// follow the last output. A replay that uses them executes no `Set` and
-/// applies no NAT rewrite itself; it applies the next patch where the
-/// walk needs the bytes.
+/// A compiled chain: the walk as a flat program of [`Op`]s that needs no
+/// megaflow entry (so evicting megaflows leaves it valid), with its
+/// header rewrites precomputed as [`Patch`]es: one per output (or
+/// REJECT), in order, plus one for the end of the walk when rewrites
+/// follow the last output. A replay executes no `Set` and applies no NAT
+/// rewrite itself; it applies the next patch where the walk needs the
+/// bytes. Its packets are counted once per walk ([`Compiled::credit`])
+/// and credited to the rules of every pass.
 #[derive(Debug, Clone, Copy)]
-pub struct Prog<'a> {
+pub struct Compiled<'a> {
     /// The header offsets the patches are for.
     pub shape: Shape,
+    /// The program.
+    pub ops: &'a [Op],
+    /// Its `ct()`s.
+    pub cts: &'a [CtOp],
     /// The patches.
     pub patches: &'a [Patch],
     /// The chain's chunks, which the patches index.
     pub chunks: &'a [Chunk],
+    /// Every rule of every pass, pass by pass.
+    pub rules: &'a [FlowIdx],
+    /// Debug builds: the walk's `Set`s, for the shadow check.
+    #[cfg(debug_assertions)]
+    pub sets: &'a [(FlowKey, FlowKey)],
+    stat: &'a Cell<FlowStat>,
 }
 
-impl Prog<'_> {
+impl Compiled<'_> {
     /// Apply patch `i`, if there is one, to `pkt`.
     #[inline]
     pub fn apply(&self, i: usize, pkt: &mut [u8]) {
@@ -299,10 +472,68 @@ impl Prog<'_> {
             self.shape.apply(p, self.chunks, pkt);
         }
     }
+
+    /// Apply `p` (a [`CtOp::catchup`]) to `pkt`.
+    #[inline]
+    pub fn apply_patch(&self, p: &Patch, pkt: &mut [u8]) {
+        self.shape.apply(p, self.chunks, pkt);
+    }
+
+    /// Count one packet of `bytes` bytes that ran the whole walk.
+    #[inline]
+    pub fn credit(&self, bytes: usize, now_ms: u64) {
+        let mut s = self.stat.get();
+        s.credit(bytes, now_ms);
+        self.stat.set(s);
+    }
 }
 
 /// Most patches a chain may need to be compiled.
 const MAX_PATCHES: usize = 8;
+
+/// Arena elements freed chains may leave behind, beyond the live ones,
+/// before the arenas are compacted (so compaction, O(live), runs at most
+/// once per that many freed elements).
+const COMPACT_SLACK: usize = if cfg!(test) { 64 } else { 1 << 16 };
+
+/// A compiled program being built.
+#[derive(Debug, Default)]
+struct Scratch {
+    ops: Vec<Op>,
+    cts: Vec<CtOp>,
+    patches: Vec<Patch>,
+    chunks: Vec<Chunk>,
+    rules: Vec<FlowIdx>,
+    refs: Vec<(EntryIdx, u32)>,
+    #[cfg(debug_assertions)]
+    sets: Vec<(FlowKey, FlowKey)>,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.ops.clear();
+        self.cts.clear();
+        self.patches.clear();
+        self.chunks.clear();
+        self.rules.clear();
+        self.refs.clear();
+        #[cfg(debug_assertions)]
+        self.sets.clear();
+    }
+}
+
+/// Append `src` to `dst`, returning where it went.
+fn push<T: Copy>(dst: &mut Vec<T>, src: &[T]) -> u32 {
+    let at = dst.len() as u32;
+    dst.extend_from_slice(src);
+    at
+}
+
+/// Move range `(start, n)` of `src` to the end of `dst`.
+fn relocate<T: Copy>(src: &[T], dst: &mut Vec<T>, start: &mut u32, n: usize) {
+    let a = *start as usize;
+    *start = push(dst, &src[a..a + n]);
+}
 
 /// The chains of one core.
 #[derive(Debug)]
@@ -313,15 +544,27 @@ pub struct ChainCache {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     steps: Vec<ChainStep>,
+    ops: Vec<Op>,
+    cts: Vec<CtOp>,
     patches: Vec<Patch>,
     chunks: Vec<Chunk>,
-    /// Chunks of the walk being compiled.
-    scratch: Vec<Chunk>,
+    rules: Vec<FlowIdx>,
+    refs: Vec<(EntryIdx, u32)>,
+    #[cfg(debug_assertions)]
+    sets: Vec<(FlowKey, FlowKey)>,
+    /// Arena elements of live chains and of freed ones.
+    live_units: usize,
+    dead_units: usize,
+    /// The walk being compiled.
+    scratch: Scratch,
     capacity: usize,
     hand: usize,
     /// After a sweep that found no idle chain, none is tried before this
     /// (engine clock, ms): a refused walk costs nothing until time passes.
     backoff_until: u64,
+    /// Per-rule counts of dropped compiled chains and of replays that
+    /// stopped part way (classifier indices under the cache's generation).
+    folded: HashMap<FlowIdx, FlowStat>,
     /// Chains evicted to make room.
     pub evictions: u64,
 }
@@ -336,12 +579,21 @@ impl ChainCache {
             slots: Vec::new(),
             free_slots: Vec::new(),
             steps: Vec::new(),
+            ops: Vec::new(),
+            cts: Vec::new(),
             patches: Vec::new(),
             chunks: Vec::new(),
-            scratch: Vec::new(),
+            rules: Vec::new(),
+            refs: Vec::new(),
+            #[cfg(debug_assertions)]
+            sets: Vec::new(),
+            live_units: 0,
+            dead_units: 0,
+            scratch: Scratch::default(),
             capacity,
             hand: 0,
             backoff_until: 0,
+            folded: HashMap::new(),
             evictions: 0,
         }
     }
@@ -356,14 +608,26 @@ impl ChainCache {
         self.capacity
     }
 
-    /// Drop every chain.
+    /// Drop every chain (compiled chains' counts are folded into the
+    /// per-rule totals first).
     pub fn clear(&mut self) {
+        for s in 0..self.slots.len() {
+            self.fold_slot(s);
+        }
         self.index.clear();
         self.slots.clear();
         self.free_slots.clear();
         self.steps.clear();
+        self.ops.clear();
+        self.cts.clear();
         self.patches.clear();
         self.chunks.clear();
+        self.rules.clear();
+        self.refs.clear();
+        #[cfg(debug_assertions)]
+        self.sets.clear();
+        self.live_units = 0;
+        self.dead_units = 0;
         self.hand = 0;
     }
 
@@ -375,6 +639,28 @@ impl ChainCache {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Bytes the chains' slots, index and arenas hold (allocated
+    /// capacity, so what the cache costs in memory).
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        fn b<T>(v: &Vec<T>) -> usize {
+            v.capacity() * size_of::<T>()
+        }
+        let n = b(&self.slots)
+            + b(&self.free_slots)
+            + self.index.capacity() * (size_of::<u32>() + 1)
+            + b(&self.steps)
+            + b(&self.ops)
+            + b(&self.cts)
+            + b(&self.patches)
+            + b(&self.chunks)
+            + b(&self.rules)
+            + b(&self.refs);
+        #[cfg(debug_assertions)]
+        let n = n + b(&self.sets);
+        n
     }
 
     #[inline]
@@ -395,29 +681,126 @@ impl ChainCache {
         let s = &self.slots[self.find(key)? as usize];
         let c = s.r.as_ref()?;
         s.used_ms.set(now_ms);
-        Some(Chain {
-            steps: &self.steps[c.start as usize..c.start as usize + c.len as usize],
-            prog: c.prog.map(|(shape, p, n)| Prog {
-                shape,
-                patches: &self.patches[p as usize..p as usize + n as usize],
-                chunks: &self.chunks[c.chunks.0 as usize..(c.chunks.0 + c.chunks.1) as usize],
+        s.replayed.set(true);
+        let r = |(a, n): (u32, usize)| a as usize..a as usize + n;
+        Some(match &c.prog {
+            None => Chain::Steps(&self.steps[r((c.steps.0, c.steps.1 as usize))]),
+            Some(p) => Chain::Compiled(Compiled {
+                shape: p.shape,
+                ops: &self.ops[r((p.ops.0, p.ops.1 as usize))],
+                cts: &self.cts[r((p.cts.0, p.cts.1 as usize))],
+                patches: &self.patches[r((p.patches.0, p.patches.1 as usize))],
+                chunks: &self.chunks[r((c.chunks.0, c.chunks.1 as usize))],
+                rules: &self.rules[r((p.rules.0, p.rules.1 as usize))],
+                #[cfg(debug_assertions)]
+                sets: &self.sets[r((p.sets.0, p.sets.1 as usize))],
+                stat: &s.stat,
             }),
         })
     }
 
-    /// Free slot `s`: out of the index; its ranges stay in the arenas
-    /// until the next compaction.
+    /// Add slot `s`'s compiled counts to the per-rule totals (taking them).
+    fn fold_slot(&mut self, s: usize) {
+        let slot = &self.slots[s];
+        if let Some(p) = slot.r.as_ref().and_then(|r| r.prog) {
+            let st = slot.stat.take();
+            if st.packets != 0 {
+                let a = p.rules.0 as usize;
+                for r in &self.rules[a..a + p.rules.1 as usize] {
+                    self.folded.entry(*r).or_default().add(st);
+                }
+            }
+        }
+    }
+
+    /// Credit one packet of `bytes` bytes to the first `n` rules of the
+    /// compiled chain of `key` (a replay that stopped part way: the
+    /// passes it ran).
+    #[cold]
+    pub fn credit_part(&mut self, key: &FlowKey, n: u16, bytes: usize, now_ms: u64) {
+        let Some(p) = self
+            .find(key)
+            .and_then(|s| self.slots[s as usize].r.as_ref()?.prog)
+        else {
+            return;
+        };
+        let a = p.rules.0 as usize;
+        for r in &self.rules[a..a + usize::from(n).min(p.rules.1 as usize)] {
+            self.folded.entry(*r).or_default().credit(bytes, now_ms);
+        }
+    }
+
+    /// Add the per-rule counts of the chains (dropped and live) to `out`.
+    pub fn rule_counts_into(&self, out: &mut HashMap<FlowIdx, FlowStat>) {
+        for (r, s) in &self.folded {
+            out.entry(*r).or_default().add(*s);
+        }
+        for slot in &self.slots {
+            if let Some(p) = slot.r.as_ref().and_then(|r| r.prog) {
+                let st = slot.stat.get();
+                if st.packets != 0 {
+                    let a = p.rules.0 as usize;
+                    for r in &self.rules[a..a + p.rules.1 as usize] {
+                        out.entry(*r).or_default().add(st);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`ChainCache::rule_counts_into`], taken: the chains start counting
+    /// from zero.
+    pub fn take_rule_counts_into(&mut self, out: &mut HashMap<FlowIdx, FlowStat>) {
+        for s in 0..self.slots.len() {
+            self.fold_slot(s);
+        }
+        for (r, s) in self.folded.drain() {
+            out.entry(r).or_default().add(s);
+        }
+    }
+
+    /// Forget the per-rule totals (a new generation's indices differ).
+    pub fn forget_rule_counts(&mut self) {
+        self.folded.clear();
+    }
+
+    /// Each live compiled chain's counts, attributed to the megaflow
+    /// entries its walk ran: `f(entry, slot generation, counts)`.
+    pub fn for_each_ref(&self, mut f: impl FnMut(EntryIdx, u32, FlowStat)) {
+        for slot in &self.slots {
+            if let Some(p) = slot.r.as_ref().and_then(|r| r.prog) {
+                let st = slot.stat.get();
+                if st.packets == 0 {
+                    continue;
+                }
+                let a = p.refs.0 as usize;
+                for &(e, g) in &self.refs[a..a + p.refs.1 as usize] {
+                    f(e, g, st);
+                }
+            }
+        }
+    }
+
+    /// Free slot `s`: out of the index, its counts folded; its ranges stay
+    /// in the arenas until the next compaction.
     fn free(&mut self, s: u32) {
+        self.fold_slot(s as usize);
         let h = self.hasher.hash_one(self.slots[s as usize].key);
         if let Ok(e) = self.index.find_entry(h, |&x| x == s) {
             e.remove();
         }
-        self.slots[s as usize].r = None;
+        if let Some(r) = self.slots[s as usize].r.take() {
+            let u = r.units();
+            self.live_units -= u;
+            self.dead_units += u;
+        }
         self.free_slots.push(s);
     }
 
-    /// Evict one chain idle for [`CHAIN_IDLE_MS`], looking at up to
-    /// [`super::SWEEP`] chains from the hand. `false` when none was found.
+    /// Evict one evictable chain, looking at up to [`super::SWEEP`] chains
+    /// from the hand: one idle for [`CHAIN_IDLE_MS`], or a new
+    /// connection's walk never replayed (a TCP SYN's: its connection's
+    /// next packet takes another walk). `false` when none was found.
     fn evict_idle(&mut self, now_ms: u64) -> bool {
         let n = self.slots.len();
         if self.index.is_empty() || now_ms < self.backoff_until {
@@ -427,7 +810,10 @@ impl ChainCache {
             let i = self.hand;
             self.hand = (self.hand + 1) % n;
             let s = &self.slots[i];
-            if s.r.is_none() || now_ms.saturating_sub(s.used_ms.get()) < CHAIN_IDLE_MS {
+            let Some(r) = &s.r else { continue };
+            let idle = now_ms.saturating_sub(s.used_ms.get()) >= CHAIN_IDLE_MS;
+            let evictable = idle || (r.new && !s.replayed.get());
+            if !evictable {
                 continue;
             }
             self.free(i as u32);
@@ -439,42 +825,56 @@ impl ChainCache {
     }
 
     /// Copy the live chains' ranges to the front of fresh arenas (cold:
-    /// only when an arena runs out of room).
+    /// only once freed chains left more than the live ones plus
+    /// [`COMPACT_SLACK`] elements behind).
     #[cold]
     fn compact(&mut self) {
         let mut steps = Vec::with_capacity(self.steps.capacity());
+        let mut ops = Vec::with_capacity(self.ops.capacity());
+        let mut cts = Vec::with_capacity(self.cts.capacity());
         let mut patches = Vec::with_capacity(self.patches.capacity());
         let mut chunks = Vec::with_capacity(self.chunks.capacity());
+        let mut rules = Vec::with_capacity(self.rules.capacity());
+        let mut refs = Vec::with_capacity(self.refs.capacity());
+        #[cfg(debug_assertions)]
+        let mut sets = Vec::with_capacity(self.sets.capacity());
         for r in self.slots.iter_mut().filter_map(|s| s.r.as_mut()) {
-            let (a, n) = (r.start as usize, r.len as usize);
-            r.start = steps.len() as u32;
-            steps.extend_from_slice(&self.steps[a..a + n]);
-            if let Some((_, p, n)) = r.prog.as_mut() {
-                let a = *p as usize;
-                *p = patches.len() as u32;
-                patches.extend_from_slice(&self.patches[a..a + *n as usize]);
+            relocate(&self.steps, &mut steps, &mut r.steps.0, r.steps.1 as usize);
+            relocate(
+                &self.chunks,
+                &mut chunks,
+                &mut r.chunks.0,
+                r.chunks.1 as usize,
+            );
+            if let Some(p) = r.prog.as_mut() {
+                relocate(&self.ops, &mut ops, &mut p.ops.0, p.ops.1 as usize);
+                relocate(&self.cts, &mut cts, &mut p.cts.0, p.cts.1 as usize);
+                let n = p.patches.1 as usize;
+                relocate(&self.patches, &mut patches, &mut p.patches.0, n);
+                relocate(&self.rules, &mut rules, &mut p.rules.0, p.rules.1 as usize);
+                relocate(&self.refs, &mut refs, &mut p.refs.0, p.refs.1 as usize);
+                #[cfg(debug_assertions)]
+                relocate(&self.sets, &mut sets, &mut p.sets.0, p.sets.1 as usize);
             }
-            let (a, n) = (r.chunks.0 as usize, r.chunks.1 as usize);
-            r.chunks.0 = chunks.len() as u32;
-            chunks.extend_from_slice(&self.chunks[a..a + n]);
         }
         self.steps = steps;
+        self.ops = ops;
+        self.cts = cts;
         self.patches = patches;
         self.chunks = chunks;
-    }
-
-    /// Whether the arenas have room for `steps` more steps and a compiled
-    /// chain's patches and chunks.
-    fn room(&self, steps: usize) -> bool {
-        let room = self.capacity * MAX_PASSES;
-        self.steps.len() + steps <= room
-            && self.patches.len() + MAX_PATCHES <= room
-            && self.chunks.len() + 4 * MAX_PATCHES <= 4 * room
+        self.rules = rules;
+        self.refs = refs;
+        #[cfg(debug_assertions)]
+        {
+            self.sets = sets;
+        }
+        self.dead_units = 0;
     }
 
     /// Record the walk `rec` for first-pass key `key` at `now_ms`; `entry`
-    /// gives the megaflow entries its steps name. When full, an idle chain
-    /// is evicted; when every chain is busy, the walk is not recorded.
+    /// gives the megaflow entries its steps name. When full, an evictable
+    /// chain is evicted; when every chain is busy, the walk is not
+    /// recorded.
     #[cold]
     pub fn insert<'e>(
         &mut self,
@@ -493,30 +893,49 @@ impl ChainCache {
         if self.index.len() >= self.capacity && !self.evict_idle(now_ms) {
             return;
         }
-        if !self.room(steps.len()) {
-            if self.index.is_empty() {
-                self.clear();
-            } else {
-                self.compact();
-            }
-            if !self.room(steps.len()) {
-                return;
-            }
+        if self.dead_units > self.live_units + COMPACT_SLACK {
+            self.compact();
         }
-        let start = self.steps.len() as u32;
-        self.steps.extend_from_slice(steps);
-        let prog = self.compile(rec, entry);
-        let c0 = self.chunks.len() as u32;
-        self.chunks.extend_from_slice(&self.scratch);
+        let new = steps.iter().skip(1).any(|s| s.expect.state & cs::NEW != 0);
+        let prog = if new {
+            // A new connection's walk: its next packet finds the connection
+            // in another state and diverges (only retransmissions replay
+            // it), so new connections do not pay for compiling.
+            None
+        } else {
+            self.compile(key, rec, entry)
+        };
+        let sc = &self.scratch;
+        let chunks = (push(&mut self.chunks, &sc.chunks), sc.chunks.len() as u32);
+        let (steps, prog) = match prog {
+            None => ((push(&mut self.steps, steps), steps.len() as u8), None),
+            Some(shape) => (
+                (0, 0),
+                Some(ProgRef {
+                    shape,
+                    ops: (push(&mut self.ops, &sc.ops), sc.ops.len() as u16),
+                    cts: (push(&mut self.cts, &sc.cts), sc.cts.len() as u8),
+                    patches: (push(&mut self.patches, &sc.patches), sc.patches.len() as u8),
+                    rules: (push(&mut self.rules, &sc.rules), sc.rules.len() as u16),
+                    refs: (push(&mut self.refs, &sc.refs), sc.refs.len() as u8),
+                    #[cfg(debug_assertions)]
+                    sets: (push(&mut self.sets, &sc.sets), sc.sets.len() as u16),
+                }),
+            ),
+        };
+        let r = ChainRef {
+            steps,
+            prog,
+            chunks,
+            new,
+        };
+        self.live_units += r.units();
         let slot = Slot {
             key: *key,
-            r: Some(ChainRef {
-                start,
-                len: steps.len() as u8,
-                prog,
-                chunks: (c0, self.scratch.len() as u32),
-            }),
+            r: Some(r),
             used_ms: Cell::new(now_ms),
+            replayed: Cell::new(false),
+            stat: Cell::new(FlowStat::default()),
         };
         let s = match self.free_slots.pop() {
             Some(s) => {
@@ -534,67 +953,98 @@ impl ChainCache {
         });
     }
 
-    /// Precompute the byte patches of walk `rec` (see [`super::patch`]):
-    /// run its `Set`s and recorded NAT rewrites on a copy of its headers,
-    /// cutting a patch at every output and REJECT and at the end. Only
-    /// walks whose every `ct()` recirculates as its pass's last action
-    /// (so that every rewrite conntrack made is one the replay checks) and
-    /// whose packet has a patchable shape are compiled.
+    /// Compile walk `rec` into `self.scratch` (see [`Compiled`] and
+    /// [`super::patch`]): run its `Set`s and recorded NAT rewrites on a
+    /// copy of its headers, cutting a patch at every output and REJECT and
+    /// at the end, and a catch-up patch at every `ct()`. Only walks whose
+    /// every `ct()` recirculates as its pass's last action (so that every
+    /// rewrite conntrack made is one the replay checks), whose every
+    /// megaflow is still cached and whose packet has a patchable shape are
+    /// compiled. `None` (and `scratch` empty) otherwise.
     fn compile<'e>(
         &mut self,
+        key: &FlowKey,
         rec: &Recorder,
         entry: &dyn Fn(EntryIdx) -> Option<&'e Xlation>,
-    ) -> Option<(Shape, u32, u8)> {
-        // The chain's chunks are cut into `scratch` (indices from 0), then
-        // appended to the arena by the caller.
+    ) -> Option<Shape> {
         self.scratch.clear();
         let steps = rec.steps();
-        if steps.iter().skip(1).any(|s| s.expect.state & cs::NEW != 0) {
-            // A new connection's walk: its next packet finds the connection
-            // in another state and diverges (only retransmissions replay
-            // it), so new connections do not pay for compiling.
-            return None;
-        }
         let (layout, len) = rec.start?;
         let shape = Shape::of(&layout, len)?;
         let mut sim = Sim::new(shape, &layout, &rec.hdr)?;
-        let p0 = self.patches.len();
+        let sc = &mut self.scratch;
         let mut ok = || -> Option<()> {
             for (s, st) in steps.iter().enumerate() {
                 let x = entry(st.entry)?;
-                if x.error.is_some() {
+                sc.refs.push((st.entry, st.sgen));
+                sc.rules.extend_from_slice(&x.rules);
+                sc.ops.extend(x.notes.iter().map(|n| Op::Note(*n)));
+                if let Some(e) = x.error {
+                    sc.ops.push(Op::Error(e));
                     break;
                 }
                 let last_pass = s + 1 == steps.len();
                 for (ai, a) in x.actions.iter().enumerate() {
                     match a {
-                        DpAction::Set { from, to } => sim.commit(from, to),
-                        DpAction::Output(_) | DpAction::Reject => {
-                            let p = sim.cut(&mut self.scratch)?;
-                            self.patches.push(p);
-                        }
-                        DpAction::Ct {
-                            recirc: Some(_), ..
-                        } if !last_pass && ai + 1 == x.actions.len() => {
-                            if let Some(rw) = &steps[s + 1].expect.rewrite() {
-                                sim.rewrite(rw);
+                        DpAction::Set { from, to } => {
+                            sim.commit(from, to);
+                            #[cfg(debug_assertions)]
+                            {
+                                sc.ops.push(Op::Set(sc.sets.len() as u32));
+                                sc.sets.push((*from, *to));
+                            }
+                            if rewrites_conn_key(from, to, key) {
+                                sc.ops.push(Op::ForgetConn);
                             }
                         }
+                        DpAction::Output(port) => {
+                            sc.patches.push(sim.cut(&mut sc.chunks)?);
+                            sc.ops.push(Op::Output {
+                                port: *port,
+                                last: ai + 1 == x.actions.len(),
+                            });
+                        }
+                        DpAction::Reject => {
+                            sc.patches.push(sim.cut(&mut sc.chunks)?);
+                            sc.ops.push(Op::Reject);
+                        }
+                        DpAction::Ct {
+                            call,
+                            recirc: Some(r),
+                        } if !last_pass && ai + 1 == x.actions.len() => {
+                            let next = &steps[s + 1];
+                            let catchup = sim.peek(&mut sc.chunks)?;
+                            if let Some(rw) = &next.expect.rewrite() {
+                                sim.rewrite(rw);
+                            }
+                            sc.ops.push(Op::Ct(u8::try_from(sc.cts.len()).ok()?));
+                            sc.cts.push(CtOp {
+                                call: *call,
+                                expect: next.expect,
+                                at: next.ct,
+                                catchup,
+                                rules_upto: u16::try_from(sc.rules.len()).ok()?,
+                                resume: Resume::of(r),
+                            });
+                        }
                         DpAction::Ct { .. } => return None,
-                        DpAction::CtClear | DpAction::Punt => {}
+                        DpAction::CtClear => sc.ops.push(Op::CtClear),
+                        DpAction::Punt => sc.ops.push(Op::Punt),
                     }
                 }
             }
-            let p = sim.cut(&mut self.scratch)?;
+            let p = sim.cut(&mut sc.chunks)?;
             if !p.is_empty() {
-                self.patches.push(p);
+                sc.patches.push(p);
             }
-            (self.patches.len() - p0 <= MAX_PATCHES).then_some(())
+            (sc.patches.len() <= MAX_PATCHES
+                && sc.ops.len() <= u16::MAX as usize
+                && sc.rules.len() <= u16::MAX as usize)
+                .then_some(())
         };
         match ok() {
-            Some(()) => Some((shape, p0 as u32, (self.patches.len() - p0) as u8)),
+            Some(()) => Some(shape),
             None => {
-                self.patches.truncate(p0);
                 self.scratch.clear();
                 None
             }
@@ -633,10 +1083,20 @@ mod tests {
         assert_eq!(std::mem::size_of::<ChainStep>(), 128);
         assert_eq!(std::mem::size_of::<Patch>(), 12);
         assert_eq!(std::mem::size_of::<Chunk>(), 24);
+        assert_eq!(std::mem::size_of::<Op>(), 8);
+        assert_eq!(std::mem::size_of::<CtOp>(), 320);
+        assert_eq!(std::mem::size_of::<Slot>(), 280);
     }
 
     fn none(_: EntryIdx) -> Option<&'static Xlation> {
         None
+    }
+
+    fn steps(c: Chain<'_>) -> &[ChainStep] {
+        match c {
+            Chain::Steps(s) => s,
+            Chain::Compiled(_) => panic!("compiled"),
+        }
     }
 
     #[test]
@@ -657,13 +1117,13 @@ mod tests {
             c.lookup(&key(2), 2_600).is_none(),
             "the idle chain made room"
         );
-        assert_eq!(c.lookup(&key(1), 2_600).unwrap().steps[0].entry, 1);
-        assert_eq!(c.lookup(&key(3), 2_600).unwrap().steps[0].entry, 3);
+        assert_eq!(steps(c.lookup(&key(1), 2_600).unwrap())[0].entry, 1);
+        assert_eq!(steps(c.lookup(&key(3), 2_600).unwrap())[0].entry, 3);
         // A diverged chain frees its slot for the next walk at once.
         c.remove(&key(1));
         c.insert(&key(4), &walk(4, 4), &none, 2_600);
         assert_eq!(c.evictions, 1);
-        assert_eq!(c.lookup(&key(4), 2_600).unwrap().steps.len(), 4);
+        assert_eq!(steps(c.lookup(&key(4), 2_600).unwrap()).len(), 4);
     }
 
     #[test]
@@ -674,11 +1134,11 @@ mod tests {
         for i in 0..100u64 {
             c.insert(&key(i), &walk(i as EntryIdx, MAX_PASSES), &none, i);
             assert_eq!(
-                c.lookup(&key(i), i).unwrap().steps.len(),
+                steps(c.lookup(&key(i), i).unwrap()).len(),
                 MAX_PASSES,
                 "chain {i}"
             );
-            assert!(c.steps.len() <= 2 * MAX_PASSES);
+            assert!(c.steps.len() <= COMPACT_SLACK + 3 * MAX_PASSES);
             c.remove(&key(i));
         }
         assert!(c.is_empty());
@@ -699,13 +1159,14 @@ mod tests {
                 let len = 1 + (i as usize % MAX_PASSES);
                 match c.lookup(&key(i), now) {
                     Some(ch) => {
-                        assert_eq!((ch.steps.len(), ch.steps[0].entry), (len, i as EntryIdx));
+                        let ch = steps(ch);
+                        assert_eq!((ch.len(), ch[0].entry), (len, i as EntryIdx));
                         replays += 1;
                     }
                     None => c.insert(&key(i), &walk(i as EntryIdx, len), &none, now),
                 }
                 assert!(c.len() <= 4);
-                assert!(c.steps.len() <= 4 * MAX_PASSES);
+                assert!(c.steps.len() <= COMPACT_SLACK + 9 * MAX_PASSES);
             }
         }
         assert_eq!(
@@ -720,7 +1181,7 @@ mod tests {
             now += 10;
             assert!(c.lookup(&key(i), now).is_none());
             c.insert(&key(i), &walk(i as EntryIdx, len), &none, now);
-            let got = c.lookup(&key(i), now).map(|ch| ch.steps.len());
+            let got = c.lookup(&key(i), now).map(|ch| steps(ch).len());
             assert_eq!(got, Some(len), "key {i}");
         }
         assert_eq!(c.evictions, 4);

@@ -46,7 +46,7 @@ use hashbrown::HashMap;
 
 pub mod chain;
 pub mod patch;
-pub use chain::{ChainCache, ChainStep, CtAt, CtExpect, Recorder};
+pub use chain::{Chain, ChainCache, ChainStep, Compiled, CtAt, CtExpect, CtOp, Op, Recorder};
 
 use crate::key::{FlowKey, slot};
 use crate::masked::MaskedMap;
@@ -290,6 +290,7 @@ impl MegaflowCache {
         if generation != self.generation {
             self.clear();
             self.folded.clear();
+            self.chains.forget_rule_counts();
             self.generation = generation;
         }
     }
@@ -378,6 +379,7 @@ impl MegaflowCache {
         for e in &self.entries {
             Self::add_to_rules(&mut out, e, e.stat.get());
         }
+        self.chains.rule_counts_into(&mut out);
         out
     }
 
@@ -385,7 +387,9 @@ impl MegaflowCache {
     /// worker about to change pipelines).
     pub fn take_rule_counts(&mut self) -> HashMap<FlowIdx, FlowStat> {
         self.fold();
-        std::mem::take(&mut self.folded)
+        let mut out = std::mem::take(&mut self.folded);
+        self.chains.take_rule_counts_into(&mut out);
+        out
     }
 
     /// Look `key` up, returning the entry index.
@@ -451,19 +455,35 @@ impl MegaflowCache {
         self.capacity
     }
 
-    /// Every megaflow, subtable by subtable.
+    /// Every megaflow, subtable by subtable. A megaflow's counts include
+    /// the packets of the compiled chains that ran it (while it stays
+    /// cached; a compiled chain replays without its megaflows, so packets
+    /// of chains whose megaflow was evicted count in the rules' totals
+    /// only).
     pub fn megaflows(&self) -> impl Iterator<Item = MegaflowInfo<'_>> + '_ {
-        self.subtables.iter().flat_map(move |st| {
-            st.map.iter().map(move |(k, i)| {
+        let mut via_chains: HashMap<EntryIdx, FlowStat> = HashMap::new();
+        self.chains.for_each_ref(|e, g, st| {
+            if self.slot_gen(e) == g {
+                via_chains.entry(e).or_default().add(st);
+            }
+        });
+        let mut out = Vec::with_capacity(self.entries.len());
+        for st in &self.subtables {
+            for (k, i) in st.map.iter() {
                 let e = &self.entries[*i as usize];
-                MegaflowInfo {
+                let mut stat = e.stat.get();
+                if let Some(c) = via_chains.get(i) {
+                    stat.add(*c);
+                }
+                out.push(MegaflowInfo {
                     key: *k,
                     mask: *st.map.mask(),
                     xlation: &e.x,
-                    stat: e.stat.get(),
-                }
-            })
-        })
+                    stat,
+                });
+            }
+        }
+        out.into_iter()
     }
 
     /// Every megaflow, owned (cold: for the control socket).

@@ -213,8 +213,18 @@ impl Sim {
     }
 
     /// The patch from the last cut to here, its chunks appended to
-    /// `chunks`; `None` if it needs too many chunks.
+    /// `chunks`; `None` if it needs too many chunks. The next patch starts
+    /// here.
     pub fn cut(&mut self, chunks: &mut Vec<Chunk>) -> Option<Patch> {
+        let p = self.peek(chunks)?;
+        self.reset();
+        Some(p)
+    }
+
+    /// The patch from the last cut to here, as [`Sim::cut`], without
+    /// starting the next patch here (a patch applied only instead of the
+    /// next one).
+    pub fn peek(&self, chunks: &mut Vec<Chunk>) -> Option<Patch> {
         let end = self.shape.end as usize;
         let start = chunks.len();
         let mut n = 0;
@@ -255,7 +265,6 @@ impl Sim {
             ip: !be16(&self.cur, self.shape.ip_csum()),
             l4: !be16(&self.cur, self.shape.l4_csum()),
         };
-        self.reset();
         Some(p)
     }
 }

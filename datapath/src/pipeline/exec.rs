@@ -16,8 +16,8 @@ use super::Pipeline;
 use super::classifier::FlowIdx;
 use super::learn::{LearnEvent, REFRESH_MS};
 use super::stats::FlowStat;
-use super::xlate::{DpAction, PortSet, TraceEvent, Xlation, xlate, xlate_into};
-use crate::cache::{ChainStep, CtAt, CtExpect, MegaflowCache, Recorder};
+use super::xlate::{DpAction, PortSet, Recirc, TraceEvent, Xlation, xlate, xlate_into};
+use crate::cache::{Chain, Compiled, CtAt, CtExpect, MegaflowCache, Op, Recorder};
 use crate::drop::{DropCounters, DropReason};
 use crate::extract::{self, Layout};
 use crate::key::{self, FlowKey, slot};
@@ -513,16 +513,14 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
     }
 
     /// Replay the chain recorded for first-pass key `key` (see
-    /// [`crate::cache::chain`]): the recorded passes' actions in order, every
-    /// `ct()` executed for real (on the recorded tuple, trying the recorded
-    /// connection first), and at each recirculation a check that conntrack
-    /// answered as recorded; where it did not, the walk continues on the
-    /// ordinary path and the chain is dropped. A compiled chain's header
-    /// rewrites are not executed one by one: the bytes are brought up to
-    /// date by the chain's next precomputed patch wherever the walk needs
-    /// them (an output, a REJECT, the end), or, at a divergence, by running
-    /// the rewrites since the last patch. `false` when there is no chain
-    /// for `key`.
+    /// [`crate::cache::chain`]): a compiled chain's program
+    /// ([`run_compiled`]), or the recorded passes' megaflow actions in
+    /// order, every `ct()` executed for real (on the recorded tuple,
+    /// trying the recorded connection first), and at each recirculation a
+    /// check that conntrack answered as recorded; where it did not, the
+    /// walk continues on the ordinary path and the chain is dropped.
+    /// `false` when there is no chain for `key` (or a compiled one for
+    /// another header layout): the caller walks pass by pass.
     fn replay_chain(
         &mut self,
         pkt: &mut [u8],
@@ -533,10 +531,47 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         let Some(cache) = self.cache.as_deref() else {
             return false;
         };
-        let Some(chain) = cache.chains.lookup(key, self.now_ms) else {
-            return false;
+        let steps = match cache.chains.lookup(key, self.now_ms) {
+            None => return false,
+            Some(Chain::Steps(steps)) => steps,
+            Some(Chain::Compiled(prog)) => {
+                if !prog.shape.matches(layout, pkt.len()) {
+                    return false;
+                }
+                let (ran, passes) = run_compiled(
+                    &prog,
+                    self.ct,
+                    self.stats,
+                    self.scratch,
+                    self.now_ms,
+                    pkt,
+                    layout,
+                    sink,
+                );
+                let (len, now) = (pkt.len(), self.now_ms);
+                let c = self.cache.as_deref_mut().expect("checked above");
+                c.stats.chain_passes += passes;
+                match ran {
+                    Ran::Whole => c.stats.chain_hits += 1,
+                    Ran::Stopped { rules } => {
+                        c.stats.chain_hits += 1;
+                        c.chains.credit_part(key, rules, len, now);
+                    }
+                    Ran::Diverged {
+                        rules,
+                        resume,
+                        depth,
+                        mut md,
+                    } => {
+                        c.stats.chain_diverged += 1;
+                        c.chains.credit_part(key, rules, len, now);
+                        c.chains.remove(key);
+                        self.resume(pkt, &resume, depth, &mut md, sink);
+                    }
+                }
+                return true;
+            }
         };
-        let steps = chain.steps;
         // A chain is stale once one of its megaflows was evicted (its slot
         // generation moved): drop it and walk pass by pass.
         if steps.iter().any(|s| cache.slot_gen(s.entry) != s.sgen) {
@@ -545,19 +580,12 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             c.stats.chain_stale += 1;
             return false;
         }
-        let prog = chain.prog.filter(|p| p.shape.matches(layout, pkt.len()));
         let ipv4 = key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64;
         let mut md = PktCtMeta::default();
         let mut step = 0;
         // The conntrack view of the packet, parsed (checksums verified) at
-        // the first ct(); its tuple is then the recorded one (compiled) or
-        // refreshed from the bytes.
+        // the first ct(), its tuple refreshed from the bytes after.
         let mut cp: Option<conntrack::CtPacket> = None;
-        // Compiled: the next patch, and the (pass, action) the bytes are
-        // up to date with.
-        let mut patch = 0;
-        let mut synced = (0, 0);
-        let mut shadow = Shadow::new(pkt, prog.is_some());
         // Where the walk left the chain: the recirculation to continue from.
         let resume = 'passes: loop {
             let x = cache.entry(steps[step].entry);
@@ -568,10 +596,6 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
             if let Some(e) = x.error {
                 self.stats.drops.bump(e);
-                if let Some(p) = &prog {
-                    p.apply(patch, pkt);
-                }
-                shadow.check(pkt);
                 break None;
             }
             let mut next = false;
@@ -579,21 +603,12 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             for (ai, a) in x.actions.iter().enumerate() {
                 match a {
                     DpAction::Set { from, to } => {
-                        if prog.is_none() {
-                            extract::commit(pkt, layout, from, to);
-                        }
-                        shadow.commit(layout, from, to);
+                        extract::commit(pkt, layout, from, to);
                         if rewrites_conn_key(from, to, key) {
                             md.conn = None;
                         }
                     }
                     DpAction::Output(port) => {
-                        if let Some(p) = &prog {
-                            p.apply(patch, pkt);
-                            patch += 1;
-                            synced = (step, ai + 1);
-                        }
-                        shadow.check(pkt);
                         self.stats.tx += 1;
                         // The step's last action: a chain recirculates only
                         // as a step's last action, so no later step runs.
@@ -608,12 +623,6 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                         self.stats.drops.bump(DropReason::ControllerPunt);
                     }
                     DpAction::Reject => {
-                        if let Some(p) = &prog {
-                            p.apply(patch, pkt);
-                            patch += 1;
-                            synced = (step, ai + 1);
-                        }
-                        shadow.check(pkt);
                         reject(self.stats, &mut self.scratch.reject, self.now_ms, pkt, sink);
                     }
                     DpAction::CtClear => md = PktCtMeta::default(),
@@ -625,39 +634,24 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             None => None,
                         };
                         let rw = if ipv4 {
-                            // Compiled: the bytes may lag behind, the
-                            // recorded tuple is the packet's at this point
-                            // (checksum validity and TCP facts do not
-                            // change with rewrites: see refresh_ct_packet).
-                            let fresh = match (cp.as_mut(), prog.is_some(), at) {
-                                (Some(p), true, Some(at)) => {
-                                    p.tuple = at.tuple;
-                                    true
-                                }
-                                (Some(p), false, _) => extract::refresh_ct_packet(pkt, layout, p),
-                                _ => false,
+                            let fresh = match cp.as_mut() {
+                                Some(p) => extract::refresh_ct_packet(pkt, layout, p),
+                                None => false,
                             };
                             if !fresh {
-                                let p = cp.insert(extract::ct_packet(pkt, layout));
-                                if let (true, Some(at)) = (prog.is_some(), at) {
-                                    p.tuple = at.tuple;
-                                }
+                                cp = Some(extract::ct_packet(pkt, layout));
                             }
                             let p = cp.as_ref().expect("parsed above");
-                            shadow.ct_tuple(layout, p);
-                            debug_assert!(prog.is_some() || *p == extract::ct_packet(pkt, layout));
+                            debug_assert!(*p == extract::ct_packet(pkt, layout));
                             let hint = at.and_then(|a| a.hint);
                             let res = self.ct.execute_hinted(p, &mut md, call, self.now_ms, hint);
                             if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
                                 self.stats.drops.bump(DropReason::CtNatExhausted);
                                 break 'passes None;
                             }
-                            if prog.is_none()
-                                && let Some(rw) = &res.rewrite
-                            {
+                            if let Some(rw) = &res.rewrite {
                                 extract::apply_rewrite(pkt, layout, rw);
                             }
-                            shadow.rewrite(layout, &res.rewrite);
                             res.rewrite
                         } else {
                             if md.zone != call.zone {
@@ -677,28 +671,13 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                             // pass's last action.
                             match steps.get(step + 1) {
                                 Some(s) if s.expect.matches(&md, &rw) => next = true,
-                                _ => {
-                                    if prog.is_some() {
-                                        catch_up(pkt, layout, cache, steps, synced, (step, ai));
-                                        if let Some(rw) = &rw {
-                                            extract::apply_rewrite(pkt, layout, rw);
-                                        }
-                                        shadow.check(pkt);
-                                    }
-                                    break 'passes Some((*r, step as u32));
-                                }
+                                _ => break 'passes Some((*r, step as u32)),
                             }
                         }
                     }
                 }
             }
             if !next {
-                if let Some(p) = &prog {
-                    // Rewrites after the last output: the bytes end as the
-                    // ordinary path leaves them.
-                    p.apply(patch, pkt);
-                }
-                shadow.check(pkt);
                 break None;
             }
             step += 1;
@@ -710,28 +689,161 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             Some((r, depth)) => {
                 c.stats.chain_diverged += 1;
                 c.chains.remove(key);
-                // Continue exactly as the ordinary path does after this
-                // recirculation's ct().
-                let mut k2 = FlowKey::ZERO;
-                let in_port = r.frozen.get(slot::IN_PORT) as u32;
-                if let Ok(l2) = extract::extract(pkt, in_port, &mut k2) {
-                    restore_metadata(&mut k2, &r.frozen, r.table, &md);
-                    self.pass(
-                        pkt,
-                        &l2,
-                        k2,
-                        r.table,
-                        &mut md,
-                        depth + 1,
-                        sink,
-                        &mut None,
-                        None,
-                    );
-                }
+                self.resume(pkt, &r, depth, &mut md, sink);
             }
         }
         true
     }
+
+    /// Continue a replayed walk on the ordinary path after the `ct()` of
+    /// recirculation `r` at depth `depth`, where conntrack answered `md`
+    /// and the bytes are as the ordinary path leaves them there.
+    #[cold]
+    fn resume(
+        &mut self,
+        pkt: &mut [u8],
+        r: &Recirc,
+        depth: u32,
+        md: &mut PktCtMeta,
+        sink: &mut dyn Sink,
+    ) {
+        let mut k2 = FlowKey::ZERO;
+        let in_port = r.frozen.get(slot::IN_PORT) as u32;
+        if let Ok(l2) = extract::extract(pkt, in_port, &mut k2) {
+            restore_metadata(&mut k2, &r.frozen, r.table, md);
+            self.pass(pkt, &l2, k2, r.table, md, depth + 1, sink, &mut None, None);
+        }
+    }
+}
+
+/// How a compiled chain's replay ended (returned by value, once per
+/// packet: the size of the diverging variant costs nothing on the others).
+#[allow(clippy::large_enum_variant)]
+enum Ran {
+    /// The whole walk (or it ended in a translation error).
+    Whole,
+    /// Conntrack dropped the packet: the passes up to the `ct()` ran
+    /// (their first `rules` rules).
+    Stopped { rules: u16 },
+    /// Conntrack answered otherwise than recorded: the walk continues on
+    /// the ordinary path from `resume` at `depth` with metadata `md`.
+    Diverged {
+        rules: u16,
+        resume: Recirc,
+        depth: u32,
+        md: PktCtMeta,
+    },
+}
+
+/// Run compiled chain `prog` on `pkt` (see [`crate::cache::Compiled`]):
+/// its ops in order, every `ct()` executed for real on the recorded tuple
+/// (the bytes may lag behind: they are brought up to date by the next
+/// patch wherever the walk needs them), trying the recorded connection
+/// first. Where conntrack answers otherwise the bytes are brought to where
+/// the ordinary path has them and the replay stops. Returns how it ended
+/// and the passes it ran. Counts the packet in the chain when it ran the
+/// whole walk.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn run_compiled(
+    prog: &Compiled<'_>,
+    ct: &mut Shard,
+    stats: &mut ExecStats,
+    scratch: &mut Scratch,
+    now_ms: u64,
+    pkt: &mut [u8],
+    layout: &Layout,
+    sink: &mut dyn Sink,
+) -> (Ran, u64) {
+    let mut md = PktCtMeta::default();
+    let mut passes = 1;
+    stats.passes += 1;
+    // The conntrack view of the packet, parsed (checksums verified) at the
+    // first ct(): checksum validity and TCP facts do not change with
+    // rewrites (see refresh_ct_packet); the tuple is the recorded one.
+    let mut cp: Option<conntrack::CtPacket> = None;
+    let mut patch = 0;
+    let mut shadow = Shadow::new(pkt, true);
+    for op in prog.ops {
+        match *op {
+            Op::Note(n) => stats.drops.bump(n),
+            Op::Error(e) => {
+                stats.drops.bump(e);
+                break;
+            }
+            #[cfg(debug_assertions)]
+            Op::Set(i) => {
+                let (from, to) = &prog.sets[i as usize];
+                shadow.commit(layout, from, to);
+            }
+            Op::ForgetConn => md.conn = None,
+            Op::Output { port, last } => {
+                prog.apply(patch, pkt);
+                patch += 1;
+                shadow.check(pkt);
+                stats.tx += 1;
+                if last {
+                    sink.output_last(port, pkt);
+                } else {
+                    sink.output(port, pkt);
+                }
+            }
+            Op::Punt => {
+                stats.punts += 1;
+                stats.drops.bump(DropReason::ControllerPunt);
+            }
+            Op::Reject => {
+                prog.apply(patch, pkt);
+                patch += 1;
+                shadow.check(pkt);
+                reject(stats, &mut scratch.reject, now_ms, pkt, sink);
+            }
+            Op::CtClear => md = PktCtMeta::default(),
+            Op::Ct(i) => {
+                let c = &prog.cts[i as usize];
+                let p = cp.get_or_insert_with(|| extract::ct_packet(pkt, layout));
+                p.tuple = c.at.tuple;
+                shadow.ct_tuple(layout, p);
+                let res = ct.execute_hinted(p, &mut md, &c.call, now_ms, c.at.hint);
+                if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
+                    stats.drops.bump(DropReason::CtNatExhausted);
+                    return (
+                        Ran::Stopped {
+                            rules: c.rules_upto,
+                        },
+                        passes,
+                    );
+                }
+                shadow.rewrite(layout, &res.rewrite);
+                stats.recircs += 1;
+                if !c.expect.matches(&md, &res.rewrite) {
+                    // The bytes as the ordinary path has them after this
+                    // ct(): the rewrites since the last output, then
+                    // conntrack's.
+                    prog.apply_patch(&c.catchup, pkt);
+                    if let Some(rw) = &res.rewrite {
+                        extract::apply_rewrite(pkt, layout, rw);
+                    }
+                    shadow.check(pkt);
+                    let ran = Ran::Diverged {
+                        rules: c.rules_upto,
+                        resume: c.resume.recirc(),
+                        depth: passes as u32 - 1,
+                        md,
+                    };
+                    return (ran, passes);
+                }
+                passes += 1;
+                stats.passes += 1;
+            }
+        }
+    }
+    // Rewrites after the last output: the bytes end as the ordinary path
+    // leaves them.
+    prog.apply(patch, pkt);
+    shadow.check(pkt);
+    prog.credit(pkt.len(), now_ms);
+    (Ran::Whole, passes)
 }
 
 /// Debug builds: the bytes the ordinary path would produce, computed
@@ -786,47 +898,11 @@ impl Shadow {
         Shadow {}
     }
     #[inline(always)]
-    fn commit(&mut self, _: &Layout, _: &FlowKey, _: &FlowKey) {}
-    #[inline(always)]
     fn ct_tuple(&mut self, _: &Layout, _: &conntrack::CtPacket) {}
     #[inline(always)]
     fn rewrite(&mut self, _: &Layout, _: &Option<conntrack::Rewrite>) {}
     #[inline(always)]
     fn check(&mut self, _: &[u8]) {}
-}
-
-/// Bring a compiled chain's packet bytes from the state after action
-/// `from` (pass, action index) up to just before action `to`: run the `Set`
-/// actions and the recorded NAT rewrites in between as the ordinary path
-/// does (outputs and REJECTs in between were already executed). Cold: only
-/// a replay that diverges gets here.
-#[cold]
-fn catch_up(
-    pkt: &mut [u8],
-    layout: &Layout,
-    cache: &MegaflowCache,
-    steps: &[ChainStep],
-    from: (usize, usize),
-    to: (usize, usize),
-) {
-    for s in from.0..=to.0 {
-        let x = cache.entry(steps[s].entry);
-        let first = if s == from.0 { from.1 } else { 0 };
-        let end = if s == to.0 { to.1 } else { x.actions.len() };
-        for a in x.actions.get(first..end).unwrap_or(&[]) {
-            match a {
-                DpAction::Set { from, to } => extract::commit(pkt, layout, from, to),
-                DpAction::Ct { .. } => {
-                    // A compiled chain's ct() is its pass's last action,
-                    // and the next step recorded its rewrite.
-                    if let Some(rw) = steps.get(s + 1).and_then(|n| n.expect.rewrite()) {
-                        extract::apply_rewrite(pkt, layout, &rw);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Execute a REJECT: answer the packet (see [`crate::reject`]) on its
@@ -873,7 +949,7 @@ fn reject_note(outcome: Outcome, origin: &FlowKey) -> String {
 /// Whether a header commit changes what conntrack keys on (IPv4 addresses,
 /// TCP/UDP ports, ICMP type/code), which invalidates the packet's cached
 /// connection as in OVS.
-fn rewrites_conn_key(from: &FlowKey, to: &FlowKey, key: &FlowKey) -> bool {
+pub(crate) fn rewrites_conn_key(from: &FlowKey, to: &FlowKey, key: &FlowKey) -> bool {
     if key.get(slot::DL_TYPE) != key::eth_type::IPV4 as u64 {
         return false;
     }
@@ -1052,7 +1128,7 @@ mod tests {
                 let mut k = FlowKey::ZERO;
                 extract::extract(&fwd, 1, &mut k).unwrap();
                 let chain = cache.chains.lookup(&k, 0).expect("the client's chain");
-                assert!(chain.prog.is_some(), "compiled");
+                assert!(matches!(chain, Chain::Compiled(_)), "compiled");
                 ct[0].flush(None, None);
                 ct[1].flush(None, None);
             }
@@ -1067,6 +1143,104 @@ mod tests {
         // +new walk was never recorded: `NewWalks`).
         assert!(cache.stats.chain_diverged >= 1, "{:?}", cache.stats);
         assert!(cache.stats.chain_deferred >= 1, "{:?}", cache.stats);
+    }
+
+    /// Compiled chains need no megaflow entry: with far more connections
+    /// than megaflows (each connection's established pass is its own
+    /// megaflow, evicted by the next), established packets still replay
+    /// their chains, send the uncached engine's bytes, and every rule's
+    /// counts are the uncached engine's.
+    #[test]
+    fn compiled_chains_outlive_their_megaflows_and_count_exactly() {
+        let flows = "table=0,ip,actions=ct(zone=1,table=1)\n\
+                     table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit),output:2\n\
+                     table=1,ct_state=+trk+est,udp,in_port=1,actions=move:NXM_OF_UDP_SRC[]->NXM_NX_REG0[0..15],mod_nw_tos:8,output:2\n\
+                     table=1,ct_state=+trk+est,udp,in_port=2,actions=output:1\n";
+        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let ports = [1u32, 2];
+        let mut ct = [Shard::default(), Shard::default()];
+        let mut cache = MegaflowCache::new(4, true).with_chain_capacity(64);
+        let mut scratch = [Scratch::default(), Scratch::default()];
+        let run = |ct: &mut Shard,
+                   scratch: &mut Scratch,
+                   cache: Option<&mut MegaflowCache>,
+                   pkt0: &[u8],
+                   port| {
+            let mut stats = ExecStats::default();
+            let mut outs = Vec::new();
+            let mut e = Engine {
+                pipeline: &p,
+                ports: &ports[..],
+                ct,
+                now_ms: 5,
+                stats: &mut stats,
+                cache,
+                scratch,
+            };
+            let mut pkt = pkt0.to_vec();
+            e.process(
+                &mut pkt,
+                port,
+                &mut |o: u32, b: &[u8]| outs.push((o, b.to_vec())),
+                None,
+            );
+            outs
+        };
+        let n = 12u16;
+        let fwd = |i: u16| {
+            PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1000 + i, 53).build()
+        };
+        let rpl = |i: u16| {
+            PacketBuilder::udp(2u64, 1u64, 0x0a00_0002u32, 0x0a00_0001u32, 53, 1000 + i).build()
+        };
+        let mut seq = Vec::new();
+        for i in 0..n {
+            seq.push((fwd(i), 1));
+            seq.push((rpl(i), 2));
+        }
+        for _round in 0..4 {
+            for i in 0..n {
+                seq.push((fwd(i), 1));
+            }
+        }
+        let mut stale_after_first_round = 0;
+        for (j, (pkt, port)) in seq.iter().enumerate() {
+            if j == 3 * n as usize {
+                // Every connection's +new chain (not compiled) went stale
+                // or was replaced by now; from here on, compiled chains.
+                stale_after_first_round = cache.stats.chain_stale;
+            }
+            let [a, b] = &mut ct;
+            let [sa, sb] = &mut scratch;
+            let want = run(a, sa, None, pkt, *port);
+            let got = run(b, sb, Some(&mut cache), pkt, *port);
+            assert_eq!(got, want, "packet {j}");
+            assert_eq!(want.len(), 1, "packet {j}");
+        }
+        let s = cache.stats;
+        assert!(s.evictions > 0, "{s:?}");
+        assert_eq!(s.chain_stale, stale_after_first_round, "{s:?}");
+        assert!(s.chain_hits >= 2 * u64::from(n), "{s:?}");
+        let mut got: Vec<_> = cache
+            .rule_counts()
+            .into_iter()
+            .map(|(r, s)| (r, s.packets, s.bytes))
+            .collect();
+        let mut want: Vec<_> = scratch[0]
+            .uncached_rules
+            .iter()
+            .map(|(r, s)| (*r, s.packets, s.bytes))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        // Taken counts start over; a pipeline change keeps nothing.
+        let taken = cache.take_rule_counts();
+        assert_eq!(
+            taken.values().map(|s| s.packets).sum::<u64>(),
+            want.iter().map(|w| w.1).sum::<u64>()
+        );
+        assert!(cache.rule_counts().values().all(|s| s.packets == 0));
     }
 
     #[test]
