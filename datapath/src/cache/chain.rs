@@ -872,7 +872,9 @@ impl ChainCache {
     }
 
     /// Record the walk `rec` for first-pass key `key` at `now_ms`; `entry`
-    /// gives the megaflow entries its steps name. When full, an evictable
+    /// gives the megaflow entries its steps name (`None` once a slot's
+    /// generation moved: the walk's own inserts may have evicted an
+    /// earlier pass's entry). When full, an evictable
     /// chain is evicted; when every chain is busy, the walk is not
     /// recorded.
     #[cold]
@@ -880,7 +882,7 @@ impl ChainCache {
         &mut self,
         key: &FlowKey,
         rec: &Recorder,
-        entry: &dyn Fn(EntryIdx) -> Option<&'e Xlation>,
+        entry: &dyn Fn(EntryIdx, u32) -> Option<&'e Xlation>,
         now_ms: u64,
     ) {
         let steps = rec.steps();
@@ -965,7 +967,7 @@ impl ChainCache {
         &mut self,
         key: &FlowKey,
         rec: &Recorder,
-        entry: &dyn Fn(EntryIdx) -> Option<&'e Xlation>,
+        entry: &dyn Fn(EntryIdx, u32) -> Option<&'e Xlation>,
     ) -> Option<Shape> {
         self.scratch.clear();
         let steps = rec.steps();
@@ -975,7 +977,7 @@ impl ChainCache {
         let sc = &mut self.scratch;
         let mut ok = || -> Option<()> {
             for (s, st) in steps.iter().enumerate() {
-                let x = entry(st.entry)?;
+                let x = entry(st.entry, st.sgen)?;
                 sc.refs.push((st.entry, st.sgen));
                 sc.rules.extend_from_slice(&x.rules);
                 sc.ops.extend(x.notes.iter().map(|n| Op::Note(*n)));
@@ -1088,7 +1090,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot>(), 280);
     }
 
-    fn none(_: EntryIdx) -> Option<&'static Xlation> {
+    fn none(_: EntryIdx, _: u32) -> Option<&'static Xlation> {
         None
     }
 

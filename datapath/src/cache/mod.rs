@@ -277,8 +277,13 @@ impl MegaflowCache {
     #[cold]
     pub fn record_chain(&mut self, key: &FlowKey, rec: &Recorder, now_ms: u64) {
         let entries = &self.entries;
-        self.chains
-            .insert(key, rec, &|i| entries.get(i as usize).map(|e| &e.x), now_ms);
+        let entry = |i: EntryIdx, sgen: u32| {
+            entries
+                .get(i as usize)
+                .filter(|e| e.sgen == sgen)
+                .map(|e| &e.x)
+        };
+        self.chains.insert(key, rec, &entry, now_ms);
         self.stats.chain_evictions = self.chains.evictions;
     }
 

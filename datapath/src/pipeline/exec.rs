@@ -1159,7 +1159,7 @@ mod tests {
         let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
         let ports = [1u32, 2];
         let mut ct = [Shard::default(), Shard::default()];
-        let mut cache = MegaflowCache::new(4, true).with_chain_capacity(64);
+        let mut cache = MegaflowCache::new(6, true).with_chain_capacity(64);
         let mut scratch = [Scratch::default(), Scratch::default()];
         let run = |ct: &mut Shard,
                    scratch: &mut Scratch,
@@ -1203,12 +1203,10 @@ mod tests {
                 seq.push((fwd(i), 1));
             }
         }
-        let mut stale_after_first_round = 0;
+        let mut before_last_round = cache.stats;
         for (j, (pkt, port)) in seq.iter().enumerate() {
-            if j == 3 * n as usize {
-                // Every connection's +new chain (not compiled) went stale
-                // or was replaced by now; from here on, compiled chains.
-                stale_after_first_round = cache.stats.chain_stale;
+            if j == seq.len() - n as usize {
+                before_last_round = cache.stats;
             }
             let [a, b] = &mut ct;
             let [sa, sb] = &mut scratch;
@@ -1219,8 +1217,11 @@ mod tests {
         }
         let s = cache.stats;
         assert!(s.evictions > 0, "{s:?}");
-        assert_eq!(s.chain_stale, stale_after_first_round, "{s:?}");
-        assert!(s.chain_hits >= 2 * u64::from(n), "{s:?}");
+        // By the last round every connection's chain is compiled: every
+        // packet replays it, though its megaflows are long evicted.
+        assert_eq!(s.chain_hits - before_last_round.chain_hits, u64::from(n));
+        assert_eq!(s.chain_stale, before_last_round.chain_stale, "{s:?}");
+        assert!(cache.len() < n as usize, "most of their megaflows are gone");
         let mut got: Vec<_> = cache
             .rule_counts()
             .into_iter()
