@@ -98,12 +98,13 @@
 //! compacts them (the live chains' ranges copied to the front), so
 //! compaction costs O(1) amortised per chain.
 //!
-//! Memory: a chain costs its slot (280 bytes, the 168-byte key included)
-//! and an index entry (~5 bytes); an uncompiled one 128 bytes per pass, a
-//! compiled one instead 8 bytes per op, 320 per `ct()`, 12 per patch, 24
-//! per changed 8-byte window, 4 per rule and 8 per pass (the NodePort
-//! walk of an established packet: ~1.6 kB; [`ChainCache::bytes`]
-//! measures it). The
+//! Memory: a chain costs its slot (168 bytes, its 56-byte [`ChainKey`]
+//! included) and an index entry (~5 bytes); an uncompiled one 128 bytes
+//! per pass, a compiled one instead 8 bytes per op, 112 + 104 per `ct()`
+//! (what a replay reads, what one that stops there reads; the calls
+//! themselves are shared), 12 per patch, 24 per changed 8-byte window, 4
+//! per rule and 8 per pass (the NodePort walk of an established packet:
+//! ~1 kB; [`ChainCache::bytes`] measures it). The
 //! slab and arenas grow as chains are recorded, up to the capacity.
 //!
 //! [`MegaflowCache`]: super::MegaflowCache
@@ -341,17 +342,24 @@ impl Resume {
     }
 }
 
-/// A compiled chain's `ct()`: the call, what conntrack answered when the
-/// walk was recorded, on which tuple and connection, and what a replay
-/// needs where conntrack answers otherwise.
+/// A compiled chain's `ct()`, the part a replay reads: the call, what
+/// conntrack answered when the walk was recorded, on which tuple and
+/// connection.
 #[derive(Debug, Clone, Copy)]
 pub struct CtOp {
-    /// The `ct()` parameters.
-    pub call: CtCall,
+    /// The `ct()` parameters: an index into [`Compiled::calls`] (the
+    /// calls of a pipeline's flows are few and shared by every chain).
+    pub call: u16,
     /// Conntrack's recorded answer (the next pass depends on it).
     pub expect: CtExpect,
     /// The tuple the packet has at this `ct()` and the connection found.
     pub at: CtAt,
+}
+
+/// What a compiled chain's replay needs of a `ct()` only where it stops
+/// there (kept apart from [`CtOp`] so a replay's working set stays small).
+#[derive(Debug, Clone, Copy)]
+pub struct CtCold {
     /// The bytes just before this `ct()`, from where the last output's
     /// patch left them: applied only when the replay diverges here.
     pub catchup: Patch,
@@ -407,10 +415,48 @@ impl ChainRef {
     }
 }
 
-/// One chain's slot.
+/// Words of a first-pass key a chain is filed under: the ones extraction
+/// writes (in_port through the ARP addresses); the rest (registers,
+/// metadata, conntrack fields, recirculation id) are zero in every
+/// first-pass key, so these words are the whole key in 56 bytes, one cache
+/// line, instead of 168.
+pub const CHAIN_KEY_WORDS: usize = 7;
+
+/// A first-pass key as the chain cache files it (see [`CHAIN_KEY_WORDS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainKey([u64; CHAIN_KEY_WORDS]);
+
+impl ChainKey {
+    /// The chain key of first-pass key `k`; `None` if a word beyond
+    /// [`CHAIN_KEY_WORDS`] is set (not a key extraction made).
+    #[inline]
+    pub fn of(k: &FlowKey) -> Option<ChainKey> {
+        if k.w[CHAIN_KEY_WORDS..].iter().any(|w| *w != 0) {
+            return None;
+        }
+        let mut w = [0; CHAIN_KEY_WORDS];
+        w.copy_from_slice(&k.w[..CHAIN_KEY_WORDS]);
+        Some(ChainKey(w))
+    }
+
+    /// A folded-multiply hash of the words (seeded per cache).
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = seed;
+        for w in self.0 {
+            let p = u128::from(h ^ w) * u128::from(K);
+            h = (p as u64) ^ ((p >> 64) as u64);
+        }
+        h
+    }
+}
+
+/// One chain's slot: its key and where it lives first (what a lookup
+/// reads), then its bookkeeping.
 #[derive(Debug)]
 struct Slot {
-    key: FlowKey,
+    key: ChainKey,
     /// `None` for a free slot.
     r: Option<ChainRef>,
     /// The engine clock (ms) when it was recorded or last replayed.
@@ -452,6 +498,10 @@ pub struct Compiled<'a> {
     pub ops: &'a [Op],
     /// Its `ct()`s.
     pub cts: &'a [CtOp],
+    /// What a replay that stops at a `ct()` needs (`cold[i]` for `cts[i]`).
+    pub cold: &'a [CtCold],
+    /// The calls [`CtOp::call`] indexes.
+    pub calls: &'a [CtCall],
     /// The patches.
     pub patches: &'a [Patch],
     /// The chain's chunks, which the patches index.
@@ -501,6 +551,7 @@ const COMPACT_SLACK: usize = if cfg!(test) { 64 } else { 1 << 16 };
 struct Scratch {
     ops: Vec<Op>,
     cts: Vec<CtOp>,
+    cold: Vec<CtCold>,
     patches: Vec<Patch>,
     chunks: Vec<Chunk>,
     rules: Vec<FlowIdx>,
@@ -513,6 +564,7 @@ impl Scratch {
     fn clear(&mut self) {
         self.ops.clear();
         self.cts.clear();
+        self.cold.clear();
         self.patches.clear();
         self.chunks.clear();
         self.rules.clear();
@@ -540,12 +592,17 @@ fn relocate<T: Copy>(src: &[T], dst: &mut Vec<T>, start: &mut u32, n: usize) {
 pub struct ChainCache {
     /// Slot indices, hashed by their slot's key.
     index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// Seed of the key hash.
+    seed: u64,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     steps: Vec<ChainStep>,
     ops: Vec<Op>,
     cts: Vec<CtOp>,
+    cold: Vec<CtCold>,
+    /// Distinct `ct()` calls of the compiled chains (never compacted:
+    /// bounded by the pipeline's flows; cleared with the cache).
+    calls: Vec<CtCall>,
     patches: Vec<Patch>,
     chunks: Vec<Chunk>,
     rules: Vec<FlowIdx>,
@@ -575,12 +632,14 @@ impl ChainCache {
     pub fn new(capacity: usize) -> ChainCache {
         ChainCache {
             index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            seed: DefaultHashBuilder::default().hash_one(0u64) | 1,
             slots: Vec::new(),
             free_slots: Vec::new(),
             steps: Vec::new(),
             ops: Vec::new(),
             cts: Vec::new(),
+            cold: Vec::new(),
+            calls: Vec::new(),
             patches: Vec::new(),
             chunks: Vec::new(),
             rules: Vec::new(),
@@ -620,6 +679,8 @@ impl ChainCache {
         self.steps.clear();
         self.ops.clear();
         self.cts.clear();
+        self.cold.clear();
+        self.calls.clear();
         self.patches.clear();
         self.chunks.clear();
         self.rules.clear();
@@ -654,6 +715,8 @@ impl ChainCache {
             + b(&self.steps)
             + b(&self.ops)
             + b(&self.cts)
+            + b(&self.cold)
+            + b(&self.calls)
             + b(&self.patches)
             + b(&self.chunks)
             + b(&self.rules)
@@ -665,9 +728,9 @@ impl ChainCache {
 
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<u32> {
-        let h = self.hasher.hash_one(key);
+        let k = ChainKey::of(key)?;
         self.index
-            .find(h, |&s| self.slots[s as usize].key == *key)
+            .find(k.hash(self.seed), |&s| self.slots[s as usize].key == k)
             .copied()
     }
 
@@ -689,6 +752,8 @@ impl ChainCache {
                 shape: p.shape,
                 ops: &self.ops[r((p.ops.0, p.ops.1 as usize))],
                 cts: &self.cts[r((p.cts.0, p.cts.1 as usize))],
+                cold: &self.cold[r((p.cts.0, p.cts.1 as usize))],
+                calls: &self.calls,
                 patches: &self.patches[r((p.patches.0, p.patches.1 as usize))],
                 chunks: &self.chunks[r((c.chunks.0, c.chunks.1 as usize))],
                 rules: &self.rules[r((p.rules.0, p.rules.1 as usize))],
@@ -697,6 +762,29 @@ impl ChainCache {
                 stat: &s.stat,
             }),
         })
+    }
+
+    /// Load what replaying the chain of `key` will read, without changing
+    /// anything: its slot, its program's ops and `ct()`s, and the
+    /// connections `ct` will try first (see [`conntrack::Shard::warm`]).
+    /// Returns a value derived from the loads, for the caller to sink.
+    #[inline]
+    pub fn warm(&self, key: &FlowKey, ct: &conntrack::Shard) -> u64 {
+        let Some(s) = self.find(key) else {
+            return 0;
+        };
+        let Some(p) = self.slots[s as usize].r.as_ref().and_then(|r| r.prog) else {
+            return 0;
+        };
+        let mut acc = self.ops.get(p.ops.0 as usize).map_or(0, |o| match o {
+            Op::Ct(i) => u64::from(*i),
+            _ => 1,
+        });
+        let a = p.cts.0 as usize;
+        for c in self.cts.get(a..a + p.cts.1 as usize).unwrap_or(&[]) {
+            acc = acc.wrapping_add(ct.warm(c.at.hint));
+        }
+        acc
     }
 
     /// Add slot `s`'s compiled counts to the per-rule totals (taking them).
@@ -785,7 +873,7 @@ impl ChainCache {
     /// in the arenas until the next compaction.
     fn free(&mut self, s: u32) {
         self.fold_slot(s as usize);
-        let h = self.hasher.hash_one(self.slots[s as usize].key);
+        let h = self.slots[s as usize].key.hash(self.seed);
         if let Ok(e) = self.index.find_entry(h, |&x| x == s) {
             e.remove();
         }
@@ -832,6 +920,7 @@ impl ChainCache {
         let mut steps = Vec::with_capacity(self.steps.capacity());
         let mut ops = Vec::with_capacity(self.ops.capacity());
         let mut cts = Vec::with_capacity(self.cts.capacity());
+        let mut cold = Vec::with_capacity(self.cold.capacity());
         let mut patches = Vec::with_capacity(self.patches.capacity());
         let mut chunks = Vec::with_capacity(self.chunks.capacity());
         let mut rules = Vec::with_capacity(self.rules.capacity());
@@ -848,7 +937,9 @@ impl ChainCache {
             );
             if let Some(p) = r.prog.as_mut() {
                 relocate(&self.ops, &mut ops, &mut p.ops.0, p.ops.1 as usize);
+                let mut c0 = p.cts.0;
                 relocate(&self.cts, &mut cts, &mut p.cts.0, p.cts.1 as usize);
+                relocate(&self.cold, &mut cold, &mut c0, p.cts.1 as usize);
                 let n = p.patches.1 as usize;
                 relocate(&self.patches, &mut patches, &mut p.patches.0, n);
                 relocate(&self.rules, &mut rules, &mut p.rules.0, p.rules.1 as usize);
@@ -860,6 +951,7 @@ impl ChainCache {
         self.steps = steps;
         self.ops = ops;
         self.cts = cts;
+        self.cold = cold;
         self.patches = patches;
         self.chunks = chunks;
         self.rules = rules;
@@ -886,6 +978,9 @@ impl ChainCache {
         now_ms: u64,
     ) {
         let steps = rec.steps();
+        let Some(ck) = ChainKey::of(key) else {
+            return;
+        };
         if steps.is_empty() || self.capacity == 0 {
             return;
         }
@@ -916,7 +1011,11 @@ impl ChainCache {
                 Some(ProgRef {
                     shape,
                     ops: (push(&mut self.ops, &sc.ops), sc.ops.len() as u16),
-                    cts: (push(&mut self.cts, &sc.cts), sc.cts.len() as u8),
+                    cts: {
+                        let at = push(&mut self.cts, &sc.cts);
+                        push(&mut self.cold, &sc.cold);
+                        (at, sc.cts.len() as u8)
+                    },
                     patches: (push(&mut self.patches, &sc.patches), sc.patches.len() as u8),
                     rules: (push(&mut self.rules, &sc.rules), sc.rules.len() as u16),
                     refs: (push(&mut self.refs, &sc.refs), sc.refs.len() as u8),
@@ -933,7 +1032,7 @@ impl ChainCache {
         };
         self.live_units += r.units();
         let slot = Slot {
-            key: *key,
+            key: ck,
             r: Some(r),
             used_ms: Cell::new(now_ms),
             replayed: Cell::new(false),
@@ -949,10 +1048,8 @@ impl ChainCache {
                 (self.slots.len() - 1) as u32
             }
         };
-        let (index, hasher, slots) = (&mut self.index, &self.hasher, &self.slots);
-        index.insert_unique(hasher.hash_one(key), s, |&x| {
-            hasher.hash_one(slots[x as usize].key)
-        });
+        let (index, seed, slots) = (&mut self.index, self.seed, &self.slots);
+        index.insert_unique(ck.hash(seed), s, |&x| slots[x as usize].key.hash(seed));
     }
 
     /// Compile walk `rec` into `self.scratch` (see [`Compiled`] and
@@ -975,6 +1072,7 @@ impl ChainCache {
         let shape = Shape::of(&layout, len)?;
         let mut sim = Sim::new(shape, &layout, &rec.hdr)?;
         let sc = &mut self.scratch;
+        let calls = &mut self.calls;
         let mut ok = || -> Option<()> {
             for (s, st) in steps.iter().enumerate() {
                 let x = entry(st.entry, st.sgen)?;
@@ -1020,10 +1118,19 @@ impl ChainCache {
                                 sim.rewrite(rw);
                             }
                             sc.ops.push(Op::Ct(u8::try_from(sc.cts.len()).ok()?));
+                            let ci = match calls.iter().position(|c| c == call) {
+                                Some(i) => i,
+                                None => {
+                                    calls.push(*call);
+                                    calls.len() - 1
+                                }
+                            };
                             sc.cts.push(CtOp {
-                                call: *call,
+                                call: u16::try_from(ci).ok()?,
                                 expect: next.expect,
                                 at: next.ct,
+                            });
+                            sc.cold.push(CtCold {
                                 catchup,
                                 rules_upto: u16::try_from(sc.rules.len()).ok()?,
                                 resume: Resume::of(r),
@@ -1086,8 +1193,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<Patch>(), 12);
         assert_eq!(std::mem::size_of::<Chunk>(), 24);
         assert_eq!(std::mem::size_of::<Op>(), 8);
-        assert_eq!(std::mem::size_of::<CtOp>(), 320);
-        assert_eq!(std::mem::size_of::<Slot>(), 280);
+        assert_eq!(std::mem::size_of::<CtOp>(), 112);
+        assert_eq!(std::mem::size_of::<CtCold>(), 104);
+        assert_eq!(std::mem::size_of::<Slot>(), 168);
     }
 
     fn none(_: EntryIdx, _: u32) -> Option<&'static Xlation> {

@@ -46,7 +46,9 @@ use hashbrown::HashMap;
 
 pub mod chain;
 pub mod patch;
-pub use chain::{Chain, ChainCache, ChainStep, Compiled, CtAt, CtExpect, CtOp, Op, Recorder};
+pub use chain::{
+    Chain, ChainCache, ChainKey, ChainStep, Compiled, CtAt, CtCold, CtExpect, CtOp, Op, Recorder,
+};
 
 use crate::key::{FlowKey, slot};
 use crate::masked::MaskedMap;
