@@ -764,25 +764,32 @@ impl ChainCache {
         })
     }
 
-    /// Load what replaying the chain of `key` will read, without changing
-    /// anything: its slot, its program's ops and `ct()`s, and the
-    /// connections `ct` will try first (see [`conntrack::Shard::warm`]).
-    /// Returns a value derived from the loads, for the caller to sink.
+    /// The slot of the compiled chain of `key`, if any (loading it): the
+    /// first stage of warming a burst (see
+    /// [`crate::pipeline::exec::Engine::process_burst`]). Changes nothing.
     #[inline]
-    pub fn warm(&self, key: &FlowKey, ct: &conntrack::Shard) -> u64 {
-        let Some(s) = self.find(key) else {
+    pub fn warm_slot(&self, key: &FlowKey) -> Option<u32> {
+        let s = self.find(key)?;
+        self.slots[s as usize].r.as_ref()?.prog?;
+        Some(s)
+    }
+
+    /// The second stage: load slot `s`'s `ct()`s (and first op), writing
+    /// the connection hints a replay will try into `hints`; returns a
+    /// value derived from the loads, for the caller to sink.
+    #[inline]
+    pub fn warm_prog(&self, s: u32, hints: &mut [Option<ConnHint>; MAX_PASSES]) -> u64 {
+        let Some(p) = self.slots.get(s as usize).and_then(|s| s.r.as_ref()?.prog) else {
             return 0;
         };
-        let Some(p) = self.slots[s as usize].r.as_ref().and_then(|r| r.prog) else {
-            return 0;
-        };
-        let mut acc = self.ops.get(p.ops.0 as usize).map_or(0, |o| match o {
+        let acc = self.ops.get(p.ops.0 as usize).map_or(0, |o| match o {
             Op::Ct(i) => u64::from(*i),
             _ => 1,
         });
         let a = p.cts.0 as usize;
-        for c in self.cts.get(a..a + p.cts.1 as usize).unwrap_or(&[]) {
-            acc = acc.wrapping_add(ct.warm(c.at.hint));
+        let cts = self.cts.get(a..a + p.cts.1 as usize).unwrap_or(&[]);
+        for (h, c) in hints.iter_mut().zip(cts) {
+            *h = c.at.hint;
         }
         acc
     }

@@ -192,13 +192,31 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
     pub fn process_burst(&mut self, burst: &mut [(&mut [u8], u32)], sink: &mut dyn Sink) {
         let mut keys = [FlowKey::ZERO; BURST];
         let mut layouts = [Err(DropReason::EthTruncated); BURST];
+        let mut slots = [None; BURST];
+        let mut hints = [[None; crate::cache::chain::MAX_PASSES]; BURST];
         for group in burst.chunks_mut(BURST) {
+            let n = group.len();
             let mut acc = 0u64;
+            // Stages, each over the whole group so that its loads (which
+            // depend on the previous stage's) overlap across packets: the
+            // chains' slots, their programs, the connections.
             for (j, (pkt, in_port)) in group.iter().enumerate() {
                 keys[j] = FlowKey::ZERO;
                 layouts[j] = extract::extract(pkt, *in_port, &mut keys[j]);
-                if let (Some(c), Ok(_)) = (self.cache.as_deref(), &layouts[j]) {
-                    acc = acc.wrapping_add(c.chains.warm(&keys[j], self.ct));
+                slots[j] = match (self.cache.as_deref(), &layouts[j]) {
+                    (Some(c), Ok(_)) => c.chains.warm_slot(&keys[j]),
+                    _ => None,
+                };
+            }
+            if let Some(c) = self.cache.as_deref() {
+                for j in 0..n {
+                    hints[j] = [None; crate::cache::chain::MAX_PASSES];
+                    if let Some(s) = slots[j] {
+                        acc = acc.wrapping_add(c.chains.warm_prog(s, &mut hints[j]));
+                    }
+                }
+                for h in hints[..n].iter().flatten() {
+                    acc = acc.wrapping_add(self.ct.warm(*h));
                 }
             }
             std::hint::black_box(acc);
