@@ -491,6 +491,8 @@ impl Shard {
         let mut ctx_key = key;
         let mut reply = false;
         let mut conn = None;
+        // Whether the lookup below was of `key` itself and found nothing.
+        let mut key_absent = false;
         if md.state & NAT_BITS != 0 {
             // Already NATed in this zone: find the connection by the
             // reverse of the translated tuple.
@@ -511,6 +513,8 @@ impl Shard {
                 slot: c,
                 dir: u8::from(r),
             });
+        } else {
+            key_absent = true;
         }
 
         // Delete a found entry in the wrong direction; `force` implies
@@ -541,7 +545,14 @@ impl Shard {
             create = true;
         }
 
-        if create && self.table.lookup(&ctx_key, now).is_none() {
+        // OVS looks the key up again before creating (another thread may
+        // have created it meanwhile; or `update_state` asked for a new
+        // connection in place of one it expired). Here nobody else writes
+        // the table: when the lookup above was of this very key and found
+        // nothing (nothing has changed the table since), it is not repeated.
+        let absent = key_absent && conn.is_none() && ctx_key == key;
+        debug_assert!(!absent || self.table.lookup(&ctx_key, now).is_none());
+        if create && (absent || self.table.lookup(&ctx_key, now).is_none()) {
             conn = self.conn_not_found(pkt, md, call, ctx_key, now, res);
         }
 

@@ -144,6 +144,11 @@ pub struct Scratch {
     /// The translation buffer of cache misses (the cache keeps a compact
     /// copy).
     xl: Xlation,
+    /// The conntrack view of the packet being processed, parsed (checksums
+    /// verified) at its first `ct()` and brought up to date at the next
+    /// ones by [`extract::refresh_ct_packet`] (validity and TCP facts do
+    /// not change with header rewrites). Reset per packet.
+    ct_view: Option<conntrack::CtPacket>,
 }
 
 /// Queue `x`'s learn events (the fin_timeouts only for a TCP FIN/RST).
@@ -247,6 +252,7 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
             }
         };
         self.scratch.reject.begin(&key);
+        self.scratch.ct_view = None;
         let mut md = PktCtMeta::default();
         let (tx0, punts0, drops0) = (self.stats.tx, self.stats.punts, self.stats.drops.total());
         match self
@@ -416,23 +422,22 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         };
         let mut ai = 0;
         while ai < n_actions {
+            if let (None, Some((i, epoch, sgen))) = (&owned, cached) {
+                let c = self.cache.as_deref().expect("cached pass has a cache");
+                if c.epoch() != epoch || c.slot_gen(i) != sgen {
+                    owned = Some(xlate(self.pipeline, self.ports, &key, table, None));
+                }
+            }
+            // The action in place (a `Set` carries two keys: not copied).
             let a = match (&owned, cached) {
-                (Some(x), _) => x.actions[ai],
-                (None, Some((i, epoch, sgen))) => {
+                (Some(x), _) => &x.actions[ai],
+                (None, Some((i, _, _))) => {
                     let c = self.cache.as_deref().expect("cached pass has a cache");
-                    if c.epoch() != epoch || c.slot_gen(i) != sgen {
-                        let xl = xlate(self.pipeline, self.ports, &key, table, None);
-                        let a = xl.actions[ai];
-                        owned = Some(xl);
-                        a
-                    } else {
-                        c.entry(i).actions[ai]
-                    }
+                    &c.entry(i).actions[ai]
                 }
                 _ => break,
             };
             ai += 1;
-            let a = &a;
             match a {
                 DpAction::Set { from, to } => {
                     extract::commit(pkt, layout, from, to);
@@ -466,7 +471,8 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
                 }
                 DpAction::CtClear => *md = PktCtMeta::default(),
                 DpAction::Ct { call, recirc } => {
-                    let Ok((rw, at)) = self.run_ct(pkt, layout, &key, md, call) else {
+                    let (call, recirc) = (*call, *recirc);
+                    let Ok((rw, at)) = self.run_ct(pkt, layout, &key, md, &call) else {
                         return;
                     };
                     if let (Some(t), Some(i)) = (trace.as_deref_mut(), slot_idx) {
@@ -552,7 +558,15 @@ impl<P: PortSet + ?Sized> Engine<'_, P> {
         call: &conntrack::CtCall,
     ) -> Result<(Option<conntrack::Rewrite>, CtAt), ()> {
         if key.get(slot::DL_TYPE) == key::eth_type::IPV4 as u64 {
-            let cp = extract::ct_packet(pkt, layout);
+            let view = &mut self.scratch.ct_view;
+            let fresh = view
+                .as_mut()
+                .is_some_and(|p| extract::refresh_ct_packet(pkt, layout, p));
+            let cp = match view {
+                Some(p) if fresh => *p,
+                _ => *view.insert(extract::ct_packet(pkt, layout)),
+            };
+            debug_assert_eq!(cp, extract::ct_packet(pkt, layout));
             let res = self.ct.execute(&cp, md, call, self.now_ms);
             if let Some(conntrack::CtDrop::NatExhausted) = res.drop {
                 self.stats.drops.bump(DropReason::CtNatExhausted);
