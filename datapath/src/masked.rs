@@ -21,8 +21,8 @@ use crate::key::{FlowKey, KEY_WORDS};
 #[derive(Debug, Clone)]
 pub struct MaskedMap<V> {
     mask: FlowKey,
-    /// Indices of the mask's non-zero words.
-    words: Box<[u8]>,
+    /// The mask's non-zero words: (index, mask word).
+    words: Box<[(usize, u64)]>,
     /// Random per-map hash seeds.
     seed: [u64; 2],
     /// (masked key, value).
@@ -34,8 +34,9 @@ impl<V> MaskedMap<V> {
     pub fn new(mask: FlowKey) -> Self {
         MaskedMap {
             mask,
-            words: (0..KEY_WORDS as u8)
-                .filter(|w| mask.w[*w as usize] != 0)
+            words: (0..KEY_WORDS)
+                .filter(|w| mask.w[*w] != 0)
+                .map(|w| (w, mask.w[w]))
                 .collect(),
             seed: {
                 let s = DefaultHashBuilder::default();
@@ -51,69 +52,68 @@ impl<V> MaskedMap<V> {
         &self.mask
     }
 
-    /// Indices of the mask's non-zero words.
-    #[inline]
-    pub fn words(&self) -> &[u8] {
-        &self.words
-    }
-
     /// `key & mask`.
     pub fn masked(&self, key: &FlowKey) -> FlowKey {
         let mut m = FlowKey::ZERO;
-        for &w in self.words.iter() {
-            m.w[w as usize] = key.w[w as usize] & self.mask.w[w as usize];
+        for &(w, mw) in self.words.iter() {
+            m.w[w] = key.w[w] & mw;
         }
         m
     }
 
     #[inline]
-    fn hash(seed: &[u64; 2], words: &[u8], mask: &FlowKey, key: &FlowKey) -> u64 {
+    fn hash(seed: &[u64; 2], words: &[(usize, u64)], key: &FlowKey) -> u64 {
         let mut h = seed[0];
-        for &w in words {
-            h = folded_multiply(h ^ (key.w[w as usize] & mask.w[w as usize]), seed[1]);
+        for &(w, mw) in words {
+            h = folded_multiply(h ^ (key.w[w] & mw), seed[1]);
         }
         h
     }
 
     /// Whether `stored` (a masked key) is `key & mask`.
     #[inline]
-    fn eq(words: &[u8], mask: &FlowKey, stored: &FlowKey, key: &FlowKey) -> bool {
-        words
-            .iter()
-            .all(|&w| stored.w[w as usize] == key.w[w as usize] & mask.w[w as usize])
+    fn eq(words: &[(usize, u64)], stored: &FlowKey, key: &FlowKey) -> bool {
+        words.iter().all(|&(w, mw)| stored.w[w] == key.w[w] & mw)
     }
 
     /// The value filed under `key & mask` (`key` need not be masked).
     #[inline]
     pub fn get(&self, key: &FlowKey) -> Option<&V> {
-        let (words, mask) = (&self.words[..], &self.mask);
-        let h = Self::hash(&self.seed, words, mask, key);
+        let words = &self.words[..];
+        let h = Self::hash(&self.seed, words, key);
         self.table
-            .find(h, |(k, _)| Self::eq(words, mask, k, key))
+            .find(h, |(k, _)| Self::eq(words, k, key))
             .map(|(_, v)| v)
     }
 
     /// The value filed under `key & mask`, mutable.
     #[inline]
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut V> {
-        let (words, mask) = (&self.words[..], &self.mask);
-        let h = Self::hash(&self.seed, words, mask, key);
+        let words = &self.words[..];
+        let h = Self::hash(&self.seed, words, key);
         self.table
-            .find_mut(h, |(k, _)| Self::eq(words, mask, k, key))
+            .find_mut(h, |(k, _)| Self::eq(words, k, key))
             .map(|(_, v)| v)
     }
 
     /// File `v` under `key & mask`, returning the value it replaces.
     pub fn insert(&mut self, key: &FlowKey, v: V) -> Option<V> {
-        if let Some(old) = self.get_mut(key) {
-            return Some(std::mem::replace(old, v));
-        }
         let m = self.masked(key);
-        let (words, mask, state) = (&self.words[..], &self.mask, &self.seed);
-        let h = Self::hash(state, words, mask, &m);
-        self.table
-            .insert_unique(h, (m, v), |(k, _)| Self::hash(state, words, mask, k));
-        None
+        let (words, seed) = (&self.words[..], &self.seed);
+        let h = Self::hash(seed, words, &m);
+        match self.table.entry(
+            h,
+            |(k, _)| Self::eq(words, k, &m),
+            |(k, _)| Self::hash(seed, words, k),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                Some(std::mem::replace(&mut e.get_mut().1, v))
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((m, v));
+                None
+            }
+        }
     }
 
     /// The value under `key & mask`, inserted as `V::default()` if absent.
@@ -129,10 +129,10 @@ impl<V> MaskedMap<V> {
 
     /// Remove the value under `key & mask`.
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
-        let (words, mask) = (&self.words[..], &self.mask);
-        let h = Self::hash(&self.seed, words, mask, key);
+        let words = &self.words[..];
+        let h = Self::hash(&self.seed, words, key);
         self.table
-            .find_entry(h, |(k, _)| Self::eq(words, mask, k, key))
+            .find_entry(h, |(k, _)| Self::eq(words, k, key))
             .ok()
             .map(|e| e.remove().0.1)
     }

@@ -66,9 +66,6 @@ pub const SWEEP: usize = 64;
 #[derive(Debug)]
 struct Subtable {
     map: MaskedMap<EntryIdx>,
-    /// The recirculation id of every key filed here, when the mask
-    /// matches all of it (see [`MegaflowCache`]'s `by_recirc`).
-    recirc: Option<u16>,
     hits: u64,
 }
 
@@ -572,16 +569,19 @@ impl MegaflowCache {
         let full = slot::RECIRC_ID.word_mask();
         let recirc = (mask.w[slot::RECIRC_ID.word as usize] & full == full)
             .then(|| key.get(slot::RECIRC_ID) as u16);
-        let pos = match self
-            .subtables
+        let candidates = match recirc {
+            Some(r) => self.by_recirc.get(r as usize).map_or(&[][..], |v| &v[..]),
+            None => &self.any[..],
+        };
+        let found = candidates
             .iter()
-            .position(|s| s.recirc == recirc && *s.map.mask() == mask)
-        {
+            .map(|&o| o as usize)
+            .find(|&o| *self.subtables[o].map.mask() == mask);
+        let pos = match found {
             Some(p) => p,
             None => {
                 self.subtables.push(Subtable {
                     map: MaskedMap::new(mask),
-                    recirc,
                     hits: 0,
                 });
                 let i = (self.subtables.len() - 1) as u16;

@@ -541,6 +541,18 @@ impl<P: PortSet + ?Sized> Ctx<'_, P> {
     fn write_sub(&mut self, sf: &SubField, v: u128) {
         let f = fields::get(sf.field);
         let m = sub_mask(sf);
+        if f.hi.is_none() && f.user_shift == 0 && u32::from(sf.ofs) + u32::from(sf.n_bits) <= 64 {
+            // Within one key word (registers, most header fields): write
+            // and un-wildcard the bits there, as `write_masked` and
+            // `unwildcard` do through the field's value.
+            let s = f.slot;
+            let bits = ((m as u64) << s.shift) & s.word_mask();
+            let val = ((v << sf.ofs) as u64) << s.shift;
+            let w = &mut self.flow.w[s.word as usize];
+            *w = (*w & !bits) | (val & bits);
+            self.out.wc.w[s.word as usize] |= bits;
+            return;
+        }
         f.write_masked(&mut self.flow, v << sf.ofs, m);
         self.unwildcard(f, m);
     }
