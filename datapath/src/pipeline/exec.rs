@@ -1157,17 +1157,20 @@ mod tests {
         assert!(cache.chains.is_empty(), "a new pipeline drops every chain");
     }
 
+    /// DNAT in zone 1 (port 1 to 10.0.0.9:8080), then MAC/TTL rewrites
+    /// towards port 2; replies go back to port 1.
+    const DNAT_FLOWS: &str = "table=0,ip,actions=ct(zone=1,table=1,nat)\n\
+        table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit,table=2,nat(dst=10.0.0.9:8080))\n\
+        table=1,ct_state=+trk+est,ip,actions=resubmit(,2)\n\
+        table=2,ip,in_port=1,actions=mod_dl_src:0a:58:ac:10:02:01,dec_ttl,output:2\n\
+        table=2,ip,in_port=2,actions=output:1\n";
+
     /// A compiled chain (DNAT, then MAC/TTL rewrites) sends exactly the
     /// bytes the uncached engine does, through new, established, reply,
     /// flushed and re-created connections, and does replay compiled.
     #[test]
     fn compiled_chains_send_the_bytes_of_the_ordinary_path() {
-        let flows = "table=0,ip,actions=ct(zone=1,table=1,nat)\n\
-                     table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit,table=2,nat(dst=10.0.0.9:8080))\n\
-                     table=1,ct_state=+trk+est,ip,actions=resubmit(,2)\n\
-                     table=2,ip,in_port=1,actions=mod_dl_src:0a:58:ac:10:02:01,dec_ttl,output:2\n\
-                     table=2,ip,in_port=2,actions=output:1\n";
-        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let p = Pipeline::new(parse::parse_flows("f", DNAT_FLOWS).unwrap(), vec![]);
         let ports = [1u32, 2];
         let fwd = PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1000, 53).build();
         let rpl =
@@ -1326,12 +1329,7 @@ mod tests {
     /// established, diverging and dropped packets.
     #[test]
     fn a_burst_runs_as_its_packets_one_by_one() {
-        let flows = "table=0,ip,actions=ct(zone=1,table=1,nat)\n\
-                     table=1,ct_state=+trk+new,ip,actions=ct(zone=1,commit,table=2,nat(dst=10.0.0.9:8080))\n\
-                     table=1,ct_state=+trk+est,ip,actions=resubmit(,2)\n\
-                     table=2,ip,in_port=1,actions=mod_dl_src:0a:58:ac:10:02:01,dec_ttl,output:2\n\
-                     table=2,ip,in_port=2,actions=output:1\n";
-        let p = Pipeline::new(parse::parse_flows("f", flows).unwrap(), vec![]);
+        let p = Pipeline::new(parse::parse_flows("f", DNAT_FLOWS).unwrap(), vec![]);
         let ports = [1u32, 2];
         let fwd = |i: u16| {
             PacketBuilder::udp(1u64, 2u64, 0x0a00_0001u32, 0x0a00_0002u32, 1000 + i, 53).build()
