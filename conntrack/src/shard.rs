@@ -1077,11 +1077,9 @@ impl Shard {
         from: u32,
         max_slots: u32,
     ) -> (usize, Option<u32>) {
-        let cap = self.table.capacity();
-        let from = from.min(cap);
-        let end = from.saturating_add(max_slots.max(1)).min(cap);
+        let (slots, next) = self.page(from, max_slots);
         let mut n = 0;
-        for c in from..end {
+        for c in slots {
             if self.table.is_live(c)
                 && zone.is_none_or(|z| self.table.conns[c as usize].keys[0].zone == z)
             {
@@ -1090,7 +1088,18 @@ impl Shard {
             }
         }
         self.counters.flushed += n as u64;
-        (n, (end < cap).then_some(end))
+        (n, next)
+    }
+
+    /// The table slots of the page of at most `max_slots` (at least one)
+    /// from slot `from` on, and the slot the next page starts at (`None`
+    /// after the last): the paging of [`Shard::dump_page`] and
+    /// [`Shard::flush_page`].
+    fn page(&self, from: u32, max_slots: u32) -> (std::ops::Range<u32>, Option<u32>) {
+        let cap = self.table.capacity();
+        let from = from.min(cap);
+        let end = from.saturating_add(max_slots.max(1)).min(cap);
+        (from..end, (end < cap).then_some(end))
     }
 
     /// Live connections (of `zone`), as `dpctl/dump-conntrack` lists them,
@@ -1123,10 +1132,8 @@ impl Shard {
         max_slots: u32,
         now_ms: u64,
     ) -> (Vec<ConnDump>, Option<u32>) {
-        let cap = self.table.capacity();
-        let from = from.min(cap);
-        let end = from.saturating_add(max_slots.max(1)).min(cap);
-        let v = self.table.conns[from as usize..end as usize]
+        let (slots, next) = self.page(from, max_slots);
+        let v = self.table.conns[slots.start as usize..slots.end as usize]
             .iter()
             .filter(|c| c.list != FREE && now_ms < c.expiration)
             .filter(|c| zone.is_none_or(|z| c.keys[0].zone == z))
@@ -1142,7 +1149,7 @@ impl Shard {
                 timeout_s: ((c.expiration - now_ms) / 1000) as u32,
             })
             .collect();
-        (v, (end < cap).then_some(end))
+        (v, next)
     }
 
     /// The latest clock the shard has seen (what [`Shard::dump`] judges

@@ -708,6 +708,25 @@ impl WorkerControl {
         self.ct_slot.lock().ok()?.1.take()
     }
 
+    /// Run a paged command to the end: `cmd(from)` builds the command for
+    /// the page at slot `from`, `page` takes its reply and says where the
+    /// next page starts (`None`: done; an unexpected reply ends it with
+    /// `None`). `timeout` applies to each page.
+    fn paged(
+        &self,
+        timeout: Duration,
+        cmd: impl Fn(u32) -> CtCommand,
+        mut page: impl FnMut(CtReply) -> Option<Option<u32>>,
+    ) -> Option<()> {
+        let mut from = 0;
+        loop {
+            match page(self.conntrack(cmd(from), timeout)?)? {
+                Some(next) => from = next,
+                None => return Some(()),
+            }
+        }
+    }
+
     /// Every live connection of the worker's shard (of `zone`), unsorted,
     /// taken a page at a time so that the worker never stops forwarding
     /// for the whole table; `timeout` applies to each page. `None` if the
@@ -718,19 +737,18 @@ impl WorkerControl {
         timeout: Duration,
     ) -> Option<Vec<conntrack::ConnDump>> {
         let mut all = Vec::new();
-        let mut from = 0;
-        loop {
-            let CtReply::Dump { entries, next } =
-                self.conntrack(CtCommand::Dump { zone, from }, timeout)?
-            else {
-                return None;
-            };
-            all.extend(entries);
-            match next {
-                Some(n) => from = n,
-                None => return Some(all),
-            }
-        }
+        self.paged(
+            timeout,
+            |from| CtCommand::Dump { zone, from },
+            |r| match r {
+                CtReply::Dump { entries, next } => {
+                    all.extend(entries);
+                    Some(next)
+                }
+                _ => None,
+            },
+        )?;
+        Some(all)
     }
 
     /// Delete every connection of the worker's shard (of `zone`), a page
@@ -738,19 +756,18 @@ impl WorkerControl {
     /// the worker did not answer.
     pub fn flush_conntrack(&self, zone: Option<u16>, timeout: Duration) -> Option<usize> {
         let mut n = 0;
-        let mut from = 0;
-        loop {
-            let CtReply::Flushed(k, next) =
-                self.conntrack(CtCommand::Flush { zone, from }, timeout)?
-            else {
-                return None;
-            };
-            n += k;
-            match next {
-                Some(f) => from = f,
-                None => return Some(n),
-            }
-        }
+        self.paged(
+            timeout,
+            |from| CtCommand::Flush { zone, from },
+            |r| match r {
+                CtReply::Flushed(k, next) => {
+                    n += k;
+                    Some(next)
+                }
+                _ => None,
+            },
+        )?;
+        Some(n)
     }
 }
 

@@ -317,13 +317,10 @@ impl NodeHandle {
     /// Delete every worker's connections (of `zone`), page by page
     /// ([`WorkerControl::flush_conntrack`]); how many.
     pub fn flush_conntrack(&self, zone: Option<u16>) -> anyhow::Result<usize> {
-        let mut n = 0;
-        for (w, c) in self.controls.iter().enumerate() {
-            n += c
-                .flush_conntrack(zone, Duration::from_secs(2))
-                .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))?;
-        }
-        Ok(n)
+        Ok(self
+            .per_worker(|c| c.flush_conntrack(zone, Duration::from_secs(2)))?
+            .into_iter()
+            .sum())
     }
 
     /// Keep the calling thread (and the threads it spawns later) off the
@@ -344,28 +341,28 @@ impl NodeHandle {
     /// Every worker's live connections (of `zone`), unsorted, each worker's
     /// dumped page by page ([`WorkerControl::dump_conntrack`]).
     pub fn dump_conntrack(&self, zone: Option<u16>) -> anyhow::Result<Vec<conntrack::ConnDump>> {
-        let mut all = Vec::new();
-        for (w, c) in self.controls.iter().enumerate() {
-            all.extend(
-                c.dump_conntrack(zone, Duration::from_secs(2))
-                    .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))?,
-            );
-        }
-        Ok(all)
+        Ok(self
+            .per_worker(|c| c.dump_conntrack(zone, Duration::from_secs(2)))?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// `f` of every worker's control, in worker order; a worker that does
+    /// not answer (`None`) is an error.
+    fn per_worker<T>(&self, f: impl Fn(&WorkerControl) -> Option<T>) -> anyhow::Result<Vec<T>> {
+        self.controls
+            .iter()
+            .enumerate()
+            .map(|(w, c)| f(c).ok_or_else(|| anyhow::anyhow!("worker {w} did not answer")))
+            .collect()
     }
 
     /// Run a conntrack command on every worker's shard (between its
     /// bursts); one reply per worker. A worker that does not answer is an
     /// error.
     pub fn conntrack(&self, cmd: &CtCommand) -> anyhow::Result<Vec<CtReply>> {
-        self.controls
-            .iter()
-            .enumerate()
-            .map(|(w, c)| {
-                c.conntrack(cmd.clone(), Duration::from_secs(2))
-                    .ok_or_else(|| anyhow::anyhow!("worker {w} did not answer"))
-            })
-            .collect()
+        self.per_worker(|c| c.conntrack(cmd.clone(), Duration::from_secs(2)))
     }
 }
 
