@@ -294,9 +294,7 @@ impl PipelineCell {
         let h = std::thread::Builder::new()
             .name("fp-learn".into())
             .spawn(move || {
-                if !cpus.is_empty() {
-                    let _ = crate::io::affinity::set_current_thread_cpus(&cpus);
-                }
+                crate::io::affinity::keep_current_thread_on(&cpus);
                 while !cell.learner_stop.load(Ordering::Acquire) {
                     cell.run_learner();
                     std::thread::park_timeout(LEARN_SWEEP);

@@ -327,15 +327,7 @@ impl NodeHandle {
     /// workers' cores, when there are CPUs left for it. Best effort: a
     /// failure (a cpuset that forbids those CPUs) is reported and ignored.
     pub fn pin_control_thread(&self) {
-        if self.control_cpus.is_empty() {
-            return;
-        }
-        if let Err(e) = affinity::set_current_thread_cpus(&self.control_cpus) {
-            eprintln!(
-                "flowpath: could not keep a control thread on CPUs {:?}: {e}",
-                self.control_cpus
-            );
-        }
+        affinity::keep_current_thread_on(&self.control_cpus);
     }
 
     /// Every worker's live connections (of `zone`), unsorted, each worker's

@@ -35,6 +35,17 @@ pub fn set_current_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     }
 }
 
+/// Best effort: keep the calling thread on `cpus` (nothing when empty); a
+/// failure (a cpuset that forbids them) is reported on stderr and ignored.
+pub fn keep_current_thread_on(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    if let Err(e) = set_current_thread_cpus(cpus) {
+        eprintln!("flowpath: could not keep a control thread on CPUs {cpus:?}: {e}");
+    }
+}
+
 /// The CPUs the calling thread may run on.
 pub fn current_thread_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: as in `set_current_thread_cpus`.
