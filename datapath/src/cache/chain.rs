@@ -370,19 +370,37 @@ pub struct CtCold {
     pub resume: Resume,
 }
 
-/// Where a compiled chain lives in the arenas.
+/// Where a compiled chain lives in the [`Arenas`]: `(start, len)` in each
+/// (its `ct()`s' cold halves share the range of `cts`).
 #[derive(Debug, Clone, Copy)]
 struct ProgRef {
     shape: Shape,
     ops: (u32, u16),
     cts: (u32, u8),
     patches: (u32, u8),
+    /// The patches' chunks (patches index into them).
+    chunks: (u32, u32),
     rules: (u32, u16),
     /// The megaflow entries (and their slot generations) the walk ran, for
     /// `dump-megaflows` only.
     refs: (u32, u8),
     #[cfg(debug_assertions)]
     sets: (u32, u16),
+}
+
+impl ProgRef {
+    /// Arena elements it holds (for the compaction bookkeeping).
+    fn units(&self) -> usize {
+        let u = self.ops.1 as usize
+            + self.cts.1 as usize
+            + self.patches.1 as usize
+            + self.chunks.1 as usize
+            + self.rules.1 as usize
+            + self.refs.1 as usize;
+        #[cfg(debug_assertions)]
+        let u = u + self.sets.1 as usize;
+        u
+    }
 }
 
 /// Where a chain lives in the arenas: recorded steps (a chain that is not
@@ -392,8 +410,6 @@ struct ChainRef {
     /// `steps[s..s + n]` (uncompiled chains only).
     steps: (u32, u8),
     prog: Option<ProgRef>,
-    /// The patches' chunks: `chunks[c..c + n]` (patches index into it).
-    chunks: (u32, u32),
     /// A conntrack answer of the walk was `+new`.
     new: bool,
 }
@@ -401,17 +417,7 @@ struct ChainRef {
 impl ChainRef {
     /// Arena elements it holds (for the compaction bookkeeping).
     fn units(&self) -> usize {
-        let p = self.prog.map_or(0, |p| {
-            let u = p.ops.1 as usize
-                + p.cts.1 as usize
-                + p.patches.1 as usize
-                + p.rules.1 as usize
-                + p.refs.1 as usize;
-            #[cfg(debug_assertions)]
-            let u = u + p.sets.1 as usize;
-            u
-        });
-        self.steps.1 as usize + self.chunks.1 as usize + p
+        self.steps.1 as usize + self.prog.map_or(0, |p| p.units())
     }
 }
 
@@ -546,11 +552,14 @@ const MAX_PATCHES: usize = 8;
 /// once per that many freed elements).
 const COMPACT_SLACK: usize = if cfg!(test) { 64 } else { 1 << 16 };
 
-/// A compiled program being built.
+/// The arenas compiled programs live in: the cache's, which hold every
+/// compiled chain's ranges, and the one a walk is compiled into before it
+/// is appended to those (the cache's `scratch`).
 #[derive(Debug, Default)]
-struct Scratch {
+struct Arenas {
     ops: Vec<Op>,
     cts: Vec<CtOp>,
+    /// `cold[i]` for `cts[i]`.
     cold: Vec<CtCold>,
     patches: Vec<Patch>,
     chunks: Vec<Chunk>,
@@ -560,7 +569,7 @@ struct Scratch {
     sets: Vec<(FlowKey, FlowKey)>,
 }
 
-impl Scratch {
+impl Arenas {
     fn clear(&mut self) {
         self.ops.clear();
         self.cts.clear();
@@ -572,6 +581,124 @@ impl Scratch {
         #[cfg(debug_assertions)]
         self.sets.clear();
     }
+
+    /// Empty arenas with the capacity of these (to compact into).
+    fn empty_like(&self) -> Arenas {
+        Arenas {
+            ops: Vec::with_capacity(self.ops.capacity()),
+            cts: Vec::with_capacity(self.cts.capacity()),
+            cold: Vec::with_capacity(self.cold.capacity()),
+            patches: Vec::with_capacity(self.patches.capacity()),
+            chunks: Vec::with_capacity(self.chunks.capacity()),
+            rules: Vec::with_capacity(self.rules.capacity()),
+            refs: Vec::with_capacity(self.refs.capacity()),
+            #[cfg(debug_assertions)]
+            sets: Vec::with_capacity(self.sets.capacity()),
+        }
+    }
+
+    /// Bytes allocated.
+    fn bytes(&self) -> usize {
+        let n = bytes_of(&self.ops)
+            + bytes_of(&self.cts)
+            + bytes_of(&self.cold)
+            + bytes_of(&self.patches)
+            + bytes_of(&self.chunks)
+            + bytes_of(&self.rules)
+            + bytes_of(&self.refs);
+        #[cfg(debug_assertions)]
+        let n = n + bytes_of(&self.sets);
+        n
+    }
+
+    /// Append the whole of `src` (one compiled program, whose lengths
+    /// `compile` bounded), returning where it went.
+    fn append(&mut self, src: &Arenas, shape: Shape) -> ProgRef {
+        push(&mut self.cold, &src.cold);
+        ProgRef {
+            shape,
+            ops: (push(&mut self.ops, &src.ops), src.ops.len() as u16),
+            cts: (push(&mut self.cts, &src.cts), src.cts.len() as u8),
+            patches: (
+                push(&mut self.patches, &src.patches),
+                src.patches.len() as u8,
+            ),
+            chunks: (push(&mut self.chunks, &src.chunks), src.chunks.len() as u32),
+            rules: (push(&mut self.rules, &src.rules), src.rules.len() as u16),
+            refs: (push(&mut self.refs, &src.refs), src.refs.len() as u8),
+            #[cfg(debug_assertions)]
+            sets: (push(&mut self.sets, &src.sets), src.sets.len() as u16),
+        }
+    }
+
+    /// Move program `p`'s ranges from these arenas to the end of `dst`
+    /// (compaction), updating `p`.
+    fn relocate(&self, dst: &mut Arenas, p: &mut ProgRef) {
+        let mut c0 = p.cts.0;
+        relocate(&self.cold, &mut dst.cold, &mut c0, p.cts.1 as usize);
+        relocate(&self.ops, &mut dst.ops, &mut p.ops.0, p.ops.1 as usize);
+        relocate(&self.cts, &mut dst.cts, &mut p.cts.0, p.cts.1 as usize);
+        let n = p.patches.1 as usize;
+        relocate(&self.patches, &mut dst.patches, &mut p.patches.0, n);
+        let n = p.chunks.1 as usize;
+        relocate(&self.chunks, &mut dst.chunks, &mut p.chunks.0, n);
+        relocate(
+            &self.rules,
+            &mut dst.rules,
+            &mut p.rules.0,
+            p.rules.1 as usize,
+        );
+        relocate(&self.refs, &mut dst.refs, &mut p.refs.0, p.refs.1 as usize);
+        #[cfg(debug_assertions)]
+        relocate(&self.sets, &mut dst.sets, &mut p.sets.0, p.sets.1 as usize);
+    }
+
+    /// Program `p`'s rules.
+    #[inline]
+    fn rules(&self, p: &ProgRef) -> &[FlowIdx] {
+        &self.rules[range(p.rules)]
+    }
+
+    /// Program `p`'s megaflow references.
+    #[inline]
+    fn refs(&self, p: &ProgRef) -> &[(EntryIdx, u32)] {
+        &self.refs[range(p.refs)]
+    }
+
+    /// Program `p` as a replay reads it.
+    #[inline]
+    fn compiled<'a>(
+        &'a self,
+        p: &ProgRef,
+        calls: &'a [CtCall],
+        stat: &'a Cell<FlowStat>,
+    ) -> Compiled<'a> {
+        Compiled {
+            shape: p.shape,
+            ops: &self.ops[range(p.ops)],
+            cts: &self.cts[range(p.cts)],
+            cold: &self.cold[range(p.cts)],
+            calls,
+            patches: &self.patches[range(p.patches)],
+            chunks: &self.chunks[range(p.chunks)],
+            rules: self.rules(p),
+            #[cfg(debug_assertions)]
+            sets: &self.sets[range(p.sets)],
+            stat,
+        }
+    }
+}
+
+/// The index range of arena range `(start, len)`.
+#[inline]
+fn range<N: Into<u32>>((a, n): (u32, N)) -> std::ops::Range<usize> {
+    let n: u32 = n.into();
+    a as usize..a as usize + n as usize
+}
+
+/// Bytes `v` has allocated.
+fn bytes_of<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
 }
 
 /// Append `src` to `dst`, returning where it went.
@@ -597,23 +724,16 @@ pub struct ChainCache {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     steps: Vec<ChainStep>,
-    ops: Vec<Op>,
-    cts: Vec<CtOp>,
-    cold: Vec<CtCold>,
+    /// The compiled chains' programs.
+    arenas: Arenas,
     /// Distinct `ct()` calls of the compiled chains (never compacted:
     /// bounded by the pipeline's flows; cleared with the cache).
     calls: Vec<CtCall>,
-    patches: Vec<Patch>,
-    chunks: Vec<Chunk>,
-    rules: Vec<FlowIdx>,
-    refs: Vec<(EntryIdx, u32)>,
-    #[cfg(debug_assertions)]
-    sets: Vec<(FlowKey, FlowKey)>,
     /// Arena elements of live chains and of freed ones.
     live_units: usize,
     dead_units: usize,
     /// The walk being compiled.
-    scratch: Scratch,
+    scratch: Arenas,
     capacity: usize,
     hand: usize,
     /// After a sweep that found no idle chain, none is tried before this
@@ -636,19 +756,11 @@ impl ChainCache {
             slots: Vec::new(),
             free_slots: Vec::new(),
             steps: Vec::new(),
-            ops: Vec::new(),
-            cts: Vec::new(),
-            cold: Vec::new(),
+            arenas: Arenas::default(),
             calls: Vec::new(),
-            patches: Vec::new(),
-            chunks: Vec::new(),
-            rules: Vec::new(),
-            refs: Vec::new(),
-            #[cfg(debug_assertions)]
-            sets: Vec::new(),
             live_units: 0,
             dead_units: 0,
-            scratch: Scratch::default(),
+            scratch: Arenas::default(),
             capacity,
             hand: 0,
             backoff_until: 0,
@@ -677,16 +789,8 @@ impl ChainCache {
         self.slots.clear();
         self.free_slots.clear();
         self.steps.clear();
-        self.ops.clear();
-        self.cts.clear();
-        self.cold.clear();
+        self.arenas.clear();
         self.calls.clear();
-        self.patches.clear();
-        self.chunks.clear();
-        self.rules.clear();
-        self.refs.clear();
-        #[cfg(debug_assertions)]
-        self.sets.clear();
         self.live_units = 0;
         self.dead_units = 0;
         self.hand = 0;
@@ -705,25 +809,12 @@ impl ChainCache {
     /// Bytes the chains' slots, index and arenas hold (allocated
     /// capacity, so what the cache costs in memory).
     pub fn bytes(&self) -> usize {
-        use std::mem::size_of;
-        fn b<T>(v: &Vec<T>) -> usize {
-            v.capacity() * size_of::<T>()
-        }
-        let n = b(&self.slots)
-            + b(&self.free_slots)
-            + self.index.capacity() * (size_of::<u32>() + 1)
-            + b(&self.steps)
-            + b(&self.ops)
-            + b(&self.cts)
-            + b(&self.cold)
-            + b(&self.calls)
-            + b(&self.patches)
-            + b(&self.chunks)
-            + b(&self.rules)
-            + b(&self.refs);
-        #[cfg(debug_assertions)]
-        let n = n + b(&self.sets);
-        n
+        bytes_of(&self.slots)
+            + bytes_of(&self.free_slots)
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + bytes_of(&self.steps)
+            + self.arenas.bytes()
+            + bytes_of(&self.calls)
     }
 
     #[inline]
@@ -745,22 +836,9 @@ impl ChainCache {
         let c = s.r.as_ref()?;
         s.used_ms.set(now_ms);
         s.replayed.set(true);
-        let r = |(a, n): (u32, usize)| a as usize..a as usize + n;
         Some(match &c.prog {
-            None => Chain::Steps(&self.steps[r((c.steps.0, c.steps.1 as usize))]),
-            Some(p) => Chain::Compiled(Compiled {
-                shape: p.shape,
-                ops: &self.ops[r((p.ops.0, p.ops.1 as usize))],
-                cts: &self.cts[r((p.cts.0, p.cts.1 as usize))],
-                cold: &self.cold[r((p.cts.0, p.cts.1 as usize))],
-                calls: &self.calls,
-                patches: &self.patches[r((p.patches.0, p.patches.1 as usize))],
-                chunks: &self.chunks[r((c.chunks.0, c.chunks.1 as usize))],
-                rules: &self.rules[r((p.rules.0, p.rules.1 as usize))],
-                #[cfg(debug_assertions)]
-                sets: &self.sets[r((p.sets.0, p.sets.1 as usize))],
-                stat: &s.stat,
-            }),
+            None => Chain::Steps(&self.steps[range(c.steps)]),
+            Some(p) => Chain::Compiled(self.arenas.compiled(p, &self.calls, &s.stat)),
         })
     }
 
@@ -782,12 +860,15 @@ impl ChainCache {
         let Some(p) = self.slots.get(s as usize).and_then(|s| s.r.as_ref()?.prog) else {
             return 0;
         };
-        let acc = self.ops.get(p.ops.0 as usize).map_or(0, |o| match o {
-            Op::Ct(i) => u64::from(*i),
-            _ => 1,
-        });
-        let a = p.cts.0 as usize;
-        let cts = self.cts.get(a..a + p.cts.1 as usize).unwrap_or(&[]);
+        let acc = self
+            .arenas
+            .ops
+            .get(p.ops.0 as usize)
+            .map_or(0, |o| match o {
+                Op::Ct(i) => u64::from(*i),
+                _ => 1,
+            });
+        let cts = self.arenas.cts.get(range(p.cts)).unwrap_or(&[]);
         for (h, c) in hints.iter_mut().zip(cts) {
             *h = c.at.hint;
         }
@@ -800,8 +881,7 @@ impl ChainCache {
         if let Some(p) = slot.r.as_ref().and_then(|r| r.prog) {
             let st = slot.stat.take();
             if st.packets != 0 {
-                let a = p.rules.0 as usize;
-                for r in &self.rules[a..a + p.rules.1 as usize] {
+                for r in self.arenas.rules(&p) {
                     self.folded.entry(*r).or_default().add(st);
                 }
             }
@@ -819,8 +899,8 @@ impl ChainCache {
         else {
             return;
         };
-        let a = p.rules.0 as usize;
-        for r in &self.rules[a..a + usize::from(n).min(p.rules.1 as usize)] {
+        let rules = self.arenas.rules(&p);
+        for r in &rules[..usize::from(n).min(rules.len())] {
             self.folded.entry(*r).or_default().credit(bytes, now_ms);
         }
     }
@@ -834,8 +914,7 @@ impl ChainCache {
             if let Some(p) = slot.r.as_ref().and_then(|r| r.prog) {
                 let st = slot.stat.get();
                 if st.packets != 0 {
-                    let a = p.rules.0 as usize;
-                    for r in &self.rules[a..a + p.rules.1 as usize] {
+                    for r in self.arenas.rules(&p) {
                         out.entry(*r).or_default().add(st);
                     }
                 }
@@ -868,8 +947,7 @@ impl ChainCache {
                 if st.packets == 0 {
                     continue;
                 }
-                let a = p.refs.0 as usize;
-                for &(e, g) in &self.refs[a..a + p.refs.1 as usize] {
+                for &(e, g) in self.arenas.refs(&p) {
                     f(e, g, st);
                 }
             }
@@ -925,48 +1003,15 @@ impl ChainCache {
     #[cold]
     fn compact(&mut self) {
         let mut steps = Vec::with_capacity(self.steps.capacity());
-        let mut ops = Vec::with_capacity(self.ops.capacity());
-        let mut cts = Vec::with_capacity(self.cts.capacity());
-        let mut cold = Vec::with_capacity(self.cold.capacity());
-        let mut patches = Vec::with_capacity(self.patches.capacity());
-        let mut chunks = Vec::with_capacity(self.chunks.capacity());
-        let mut rules = Vec::with_capacity(self.rules.capacity());
-        let mut refs = Vec::with_capacity(self.refs.capacity());
-        #[cfg(debug_assertions)]
-        let mut sets = Vec::with_capacity(self.sets.capacity());
+        let mut arenas = self.arenas.empty_like();
         for r in self.slots.iter_mut().filter_map(|s| s.r.as_mut()) {
             relocate(&self.steps, &mut steps, &mut r.steps.0, r.steps.1 as usize);
-            relocate(
-                &self.chunks,
-                &mut chunks,
-                &mut r.chunks.0,
-                r.chunks.1 as usize,
-            );
             if let Some(p) = r.prog.as_mut() {
-                relocate(&self.ops, &mut ops, &mut p.ops.0, p.ops.1 as usize);
-                let mut c0 = p.cts.0;
-                relocate(&self.cts, &mut cts, &mut p.cts.0, p.cts.1 as usize);
-                relocate(&self.cold, &mut cold, &mut c0, p.cts.1 as usize);
-                let n = p.patches.1 as usize;
-                relocate(&self.patches, &mut patches, &mut p.patches.0, n);
-                relocate(&self.rules, &mut rules, &mut p.rules.0, p.rules.1 as usize);
-                relocate(&self.refs, &mut refs, &mut p.refs.0, p.refs.1 as usize);
-                #[cfg(debug_assertions)]
-                relocate(&self.sets, &mut sets, &mut p.sets.0, p.sets.1 as usize);
+                self.arenas.relocate(&mut arenas, p);
             }
         }
         self.steps = steps;
-        self.ops = ops;
-        self.cts = cts;
-        self.cold = cold;
-        self.patches = patches;
-        self.chunks = chunks;
-        self.rules = rules;
-        self.refs = refs;
-        #[cfg(debug_assertions)]
-        {
-            self.sets = sets;
-        }
+        self.arenas = arenas;
         self.dead_units = 0;
     }
 
@@ -1009,34 +1054,11 @@ impl ChainCache {
         } else {
             self.compile(key, rec, entry)
         };
-        let sc = &self.scratch;
-        let chunks = (push(&mut self.chunks, &sc.chunks), sc.chunks.len() as u32);
         let (steps, prog) = match prog {
             None => ((push(&mut self.steps, steps), steps.len() as u8), None),
-            Some(shape) => (
-                (0, 0),
-                Some(ProgRef {
-                    shape,
-                    ops: (push(&mut self.ops, &sc.ops), sc.ops.len() as u16),
-                    cts: {
-                        let at = push(&mut self.cts, &sc.cts);
-                        push(&mut self.cold, &sc.cold);
-                        (at, sc.cts.len() as u8)
-                    },
-                    patches: (push(&mut self.patches, &sc.patches), sc.patches.len() as u8),
-                    rules: (push(&mut self.rules, &sc.rules), sc.rules.len() as u16),
-                    refs: (push(&mut self.refs, &sc.refs), sc.refs.len() as u8),
-                    #[cfg(debug_assertions)]
-                    sets: (push(&mut self.sets, &sc.sets), sc.sets.len() as u16),
-                }),
-            ),
+            Some(shape) => ((0, 0), Some(self.arenas.append(&self.scratch, shape))),
         };
-        let r = ChainRef {
-            steps,
-            prog,
-            chunks,
-            new,
-        };
+        let r = ChainRef { steps, prog, new };
         self.live_units += r.units();
         let slot = Slot {
             key: ck,
